@@ -1,0 +1,305 @@
+"""Policy losses of GRPO, DAPO, GMPO and APMPO (SPEC.md 4) and the registry that selects them.
+
+All four share one clipping primitive, computed in log space:
+
+    log x_t = min(l_t, clip(l_t, lo, hi))  if A > 0      (x = min(r, rho))
+            = max(l_t, clip(l_t, lo, hi))  if A < 0      (x = max(r, rho))
+
+with l_t = log r_t, so that min(r A, rho A) = A x_t. The objectives differ only in how the
+tokens of a sequence are averaged:
+
+    GRPO   J_i = A_i * mean_t x_t                          (arithmetic mean, per sequence)
+    DAPO   J   = sum_{i,t} A_i x_t / #tokens                (token-level mean)
+    GMPO   J_i = A_i * exp(mean_t log x_t)                  (geometric mean, log-space clip)
+    APMPO  J_i = A_i * M_p(x_i),  log M_p = (logsumexp_t(p log x_t) - log|o_i|) / p
+
+Every loss returns ``(loss, metrics)`` where ``loss`` is the negative objective summed over the
+given sequences (or tokens, for DAPO) and divided by a *global* count (``num_sequences`` or
+``num_tokens``): a step split into micro-batches and data-parallel shards then sums to exactly
+the full-batch gradient. Inputs may be bf16/fp16; everything is accumulated in fp32 (fp64 stays
+fp64).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from ._validation import check_choice, check_range, check_scalar_or_per_sample
+
+CLIP_MODES = ("asymmetric", "symmetric")
+
+# |log r| beyond this is clamped before exponentiating: exp(60) ~ 1e26 is still finite in fp32,
+# while exp(89) overflows and 0 * inf in the backward pass would give NaN. Ratios this far from 1
+# are always clipped (no gradient) for A > 0 and are numerically meaningless anyway.
+MAX_ABS_LOG_RATIO = 60.0
+
+Metrics = dict[str, torch.Tensor]
+
+
+def _check_inputs(
+    log_probs: torch.Tensor,
+    old_log_probs: torch.Tensor,
+    advantages: torch.Tensor,
+    action_mask: torch.Tensor,
+) -> None:
+    if log_probs.dim() != 2:
+        raise ValueError(f"log_probs must have shape [N, T], got {tuple(log_probs.shape)}")
+    if old_log_probs.shape != log_probs.shape:
+        raise ValueError(
+            f"old_log_probs shape {tuple(old_log_probs.shape)} must equal log_probs shape {tuple(log_probs.shape)}"
+        )
+    if action_mask.shape != log_probs.shape:
+        raise ValueError(
+            f"action_mask shape {tuple(action_mask.shape)} must equal log_probs shape {tuple(log_probs.shape)}"
+        )
+    n = log_probs.shape[0]
+    if advantages.shape != (n,):
+        raise ValueError(
+            f"advantages must have shape [{n}] (one per sequence), got {tuple(advantages.shape)}"
+        )
+
+
+def _check_divisor(name: str, value: float | int | torch.Tensor | None) -> None:
+    if value is None:
+        return
+    check_range(name, float(value), 0.0, None, low_inclusive=False)
+
+
+def _per_sequence(value: float | torch.Tensor, n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A float or [N] tensor as an [N, 1] column in the compute dtype (a constant for autograd)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to(device=device, dtype=dtype).reshape(-1, 1).expand(n, 1)
+    return torch.full((n, 1), float(value), dtype=dtype, device=device)
+
+
+@dataclass
+class _Prepared:
+    mask: torch.Tensor  # [N, T] bool
+    log_ratio: torch.Tensor  # [N, T] compute dtype, 0 where masked
+    adv: torch.Tensor  # [N, 1] compute dtype, detached
+    lengths: torch.Tensor  # [N] compute dtype, number of valid tokens
+
+
+def _prepare(log_probs, old_log_probs, advantages, action_mask) -> _Prepared:
+    _check_inputs(log_probs, old_log_probs, advantages, action_mask)
+    dtype = torch.float64 if log_probs.dtype == torch.float64 else torch.float32
+    mask = action_mask.bool()
+    diff = log_probs.to(dtype) - old_log_probs.detach().to(dtype)
+    # Padding may hold arbitrary values (even inf); select instead of multiplying by the mask.
+    log_ratio = torch.where(mask, diff, torch.zeros_like(diff)).clamp(-MAX_ABS_LOG_RATIO, MAX_ABS_LOG_RATIO)
+    adv = advantages.detach().to(dtype).reshape(-1, 1)
+    return _Prepared(mask, log_ratio, adv, mask.sum(dim=-1).to(dtype))
+
+
+def clipped_log_ratio(
+    log_ratio: torch.Tensor, advantages: torch.Tensor, log_low: torch.Tensor | float, log_high: torch.Tensor | float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """log x = min(l, clip(l)) for A >= 0 and max(l, clip(l)) for A < 0 (the PPO pessimistic bound).
+
+    Returns ``(log_x, clipped_high, clipped_low)``; the boolean masks mark tokens whose gradient the
+    clip removes (A > 0 above the upper bound, A < 0 below the lower bound).
+    """
+    clipped = torch.clamp(log_ratio, min=log_low, max=log_high)
+    positive = advantages > 0
+    log_x = torch.where(positive, torch.minimum(log_ratio, clipped), torch.maximum(log_ratio, clipped))
+    clipped_high = positive & (log_ratio > log_high)
+    clipped_low = (advantages < 0) & (log_ratio < log_low)
+    return log_x, clipped_high, clipped_low
+
+
+def _token_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    count = mask.sum()
+    return torch.where(mask, values, torch.zeros_like(values)).sum() / count.clamp(min=1)
+
+
+def _metrics(prep: _Prepared, clipped_high, clipped_low, p, eps_high, eps_low) -> Metrics:
+    """Detached diagnostics over the valid tokens of this call (token means; p/eps sequence means)."""
+    with torch.no_grad():
+        mask = prep.mask
+        lr = prep.log_ratio
+        if mask.any():
+            lr_min = torch.where(mask, lr, torch.full_like(lr, float("inf"))).min()
+            lr_max = torch.where(mask, lr, torch.full_like(lr, float("-inf"))).max()
+        else:
+            lr_min = lr_max = lr.new_zeros(())
+        return {
+            "clip_frac_high": _token_mean(clipped_high.to(lr.dtype), mask),
+            "clip_frac_low": _token_mean(clipped_low.to(lr.dtype), mask),
+            "ratio_mean": _token_mean(torch.exp(lr), mask),
+            "log_ratio_min": lr_min,
+            "log_ratio_max": lr_max,
+            "p": p.mean(),
+            "eps_high": eps_high.mean(),
+            "eps_low": eps_low.mean(),
+        }
+
+
+def _sequence_loss(per_sequence_objective: torch.Tensor, num_sequences) -> torch.Tensor:
+    _check_divisor("num_sequences", num_sequences)
+    n = per_sequence_objective.shape[0] if num_sequences is None else num_sequences
+    return -per_sequence_objective.sum() / n
+
+
+def grpo_loss(
+    log_probs: torch.Tensor,
+    old_log_probs: torch.Tensor,
+    advantages: torch.Tensor,
+    action_mask: torch.Tensor,
+    eps_low: float | torch.Tensor = 0.2,
+    eps_high: float | torch.Tensor = 0.2,
+    num_sequences: int | float | torch.Tensor | None = None,
+) -> tuple[torch.Tensor, Metrics]:
+    """GRPO (Eq. 12): per-sequence token mean of min(r A, clip(r, 1-eps_low, 1+eps_high) A)."""
+    prep = _prepare(log_probs, old_log_probs, advantages, action_mask)
+    n = prep.adv.shape[0]
+    check_scalar_or_per_sample("eps_low", eps_low, n, 0.0, 1.0)
+    check_scalar_or_per_sample("eps_high", eps_high, n, 0.0)
+    el = _per_sequence(eps_low, n, prep.log_ratio.dtype, prep.log_ratio.device)
+    eh = _per_sequence(eps_high, n, prep.log_ratio.dtype, prep.log_ratio.device)
+    _check_eps_low_below_one(el)
+    log_x, ch, cl = clipped_log_ratio(prep.log_ratio, prep.adv, torch.log1p(-el), torch.log1p(eh))
+    x = torch.where(prep.mask, torch.exp(log_x), torch.zeros_like(log_x))
+    seq_mean = x.sum(dim=-1) / prep.lengths.clamp(min=1)
+    loss = _sequence_loss(prep.adv.squeeze(-1) * seq_mean, num_sequences)
+    return loss, _metrics(prep, ch, cl, torch.ones_like(el), eh, el)
+
+
+def dapo_loss(
+    log_probs: torch.Tensor,
+    old_log_probs: torch.Tensor,
+    advantages: torch.Tensor,
+    action_mask: torch.Tensor,
+    eps_low: float | torch.Tensor = 0.2,
+    eps_high: float | torch.Tensor = 0.28,
+    num_tokens: int | float | torch.Tensor | None = None,
+) -> tuple[torch.Tensor, Metrics]:
+    """DAPO (Eq. 13): token-level mean over all tokens of min(r A, clip(r, 1-0.2, 1+0.28) A)."""
+    prep = _prepare(log_probs, old_log_probs, advantages, action_mask)
+    n = prep.adv.shape[0]
+    check_scalar_or_per_sample("eps_low", eps_low, n, 0.0, 1.0)
+    check_scalar_or_per_sample("eps_high", eps_high, n, 0.0)
+    _check_divisor("num_tokens", num_tokens)
+    el = _per_sequence(eps_low, n, prep.log_ratio.dtype, prep.log_ratio.device)
+    eh = _per_sequence(eps_high, n, prep.log_ratio.dtype, prep.log_ratio.device)
+    _check_eps_low_below_one(el)
+    log_x, ch, cl = clipped_log_ratio(prep.log_ratio, prep.adv, torch.log1p(-el), torch.log1p(eh))
+    obj = torch.where(prep.mask, prep.adv * torch.exp(log_x), torch.zeros_like(log_x))
+    divisor = prep.mask.sum().clamp(min=1) if num_tokens is None else num_tokens
+    loss = -obj.sum() / divisor
+    return loss, _metrics(prep, ch, cl, torch.ones_like(el), eh, el)
+
+
+def gmpo_loss(
+    log_probs: torch.Tensor,
+    old_log_probs: torch.Tensor,
+    advantages: torch.Tensor,
+    action_mask: torch.Tensor,
+    clip: float = 0.4,
+    num_sequences: int | float | torch.Tensor | None = None,
+) -> tuple[torch.Tensor, Metrics]:
+    """GMPO (official sign-aware form, SPEC.md 4): J_i = A_i exp(mean_t l~_t), l~ clipped to [-c, c]
+    in log space. ``clip`` is c (log space); the equivalent ratio bounds are exp(-c) and exp(c)."""
+    prep = _prepare(log_probs, old_log_probs, advantages, action_mask)
+    n = prep.adv.shape[0]
+    check_range("clip", float(clip), 0.0, None, low_inclusive=False)
+    log_x, ch, cl = clipped_log_ratio(prep.log_ratio, prep.adv, -float(clip), float(clip))
+    mean_log_x = torch.where(prep.mask, log_x, torch.zeros_like(log_x)).sum(-1) / prep.lengths.clamp(min=1)
+    valid = prep.lengths > 0
+    geo = torch.where(valid, torch.exp(mean_log_x), torch.zeros_like(mean_log_x))
+    loss = _sequence_loss(prep.adv.squeeze(-1) * geo, num_sequences)
+    dtype, device = prep.log_ratio.dtype, prep.log_ratio.device
+    eps_high = _per_sequence(math.expm1(clip), n, dtype, device)
+    eps_low = _per_sequence(-math.expm1(-clip), n, dtype, device)
+    return loss, _metrics(prep, ch, cl, torch.zeros_like(eps_high), eps_high, eps_low)
+
+
+def log_power_mean(log_x: torch.Tensor, mask: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """log M_p(x) = (logsumexp_t(p log x_t) - log n) / p over the valid tokens of each row.
+
+    ``p`` is an [N, 1] column in (0, 1]. Rows with no valid token return log M = 0 and must be
+    masked by the caller; their computation stays finite so that no NaN reaches the gradient.
+    """
+    lengths = mask.sum(dim=-1, keepdim=True)
+    empty = lengths == 0
+    include = mask | empty  # an empty row averages its zeros instead of an empty set
+    scaled = torch.where(include, p * log_x, torch.full_like(log_x, float("-inf")))
+    count = torch.where(empty, torch.full_like(lengths, mask.shape[-1]), lengths).to(log_x.dtype)
+    log_mean = (torch.logsumexp(scaled, dim=-1, keepdim=True) - torch.log(count)) / p
+    return torch.where(empty, torch.zeros_like(log_mean), log_mean).squeeze(-1)
+
+
+def apmpo_loss(
+    log_probs: torch.Tensor,
+    old_log_probs: torch.Tensor,
+    advantages: torch.Tensor,
+    action_mask: torch.Tensor,
+    p: float | torch.Tensor,
+    eps_high: float | torch.Tensor,
+    eps_low: float | torch.Tensor = 0.2,
+    clip: str = "asymmetric",
+    num_sequences: int | float | torch.Tensor | None = None,
+) -> tuple[torch.Tensor, Metrics]:
+    """APMPO (Eq. 7-10): J_i = sgn(A_i) [mean_t phi_{i,t}^p]^(1/p), phi = |min(r A, rho A)|.
+
+    Computed as A_i * M_p(x_i) in log space (identical, see module docstring). ``p`` and
+    ``eps_high`` are floats or per-sequence [N] tensors from ``adaptive_parameters``.
+    ``clip="asymmetric"`` uses rho = clip(r, 1-eps_low, 1+eps_high) (Eq. 7); ``"symmetric"``
+    uses clip(r, 1-eps_high, 1+eps_high) (Eq. 81) and ignores eps_low.
+    """
+    prep = _prepare(log_probs, old_log_probs, advantages, action_mask)
+    n = prep.adv.shape[0]
+    check_choice("clip", clip, CLIP_MODES)
+    check_scalar_or_per_sample("p", p, n, 0.0, 1.0, low_inclusive=False)
+    check_scalar_or_per_sample("eps_high", eps_high, n, 0.0)
+    check_scalar_or_per_sample("eps_low", eps_low, n, 0.0, 1.0)
+    dtype, device = prep.log_ratio.dtype, prep.log_ratio.device
+    p_col = _per_sequence(p, n, dtype, device)
+    eh = _per_sequence(eps_high, n, dtype, device)
+    el = eh if clip == "symmetric" else _per_sequence(eps_low, n, dtype, device)
+    _check_eps_low_below_one(el, "eps_high (the lower bound under symmetric clip)" if clip == "symmetric" else "eps_low")
+    log_x, ch, cl = clipped_log_ratio(prep.log_ratio, prep.adv, torch.log1p(-el), torch.log1p(eh))
+    power_mean = torch.exp(log_power_mean(log_x, prep.mask, p_col))
+    power_mean = torch.where(prep.lengths > 0, power_mean, torch.zeros_like(power_mean))
+    loss = _sequence_loss(prep.adv.squeeze(-1) * power_mean, num_sequences)
+    return loss, _metrics(prep, ch, cl, p_col, eh, el)
+
+
+def _check_eps_low_below_one(eps_low: torch.Tensor, name: str = "eps_low") -> None:
+    if bool((eps_low >= 1).any()):
+        raise ValueError(f"{name} must be < 1 so that the lower ratio bound 1 - {name} stays positive")
+
+
+@dataclass(frozen=True)
+class PolicyLoss:
+    """A registry entry: the loss function and how a training backend must call it.
+
+    ``divisor`` names the keyword that takes the global count of one optimizer step
+    (``num_sequences`` or ``num_tokens``); ``adaptive`` tells whether the loss consumes the
+    per-sample ``p`` / ``eps_high`` of ``adaptive_parameters``.
+    """
+
+    name: str
+    fn: Callable[..., tuple[torch.Tensor, Metrics]]
+    divisor: str
+    adaptive: bool
+
+    def __call__(self, *args, **kwargs) -> tuple[torch.Tensor, Metrics]:
+        return self.fn(*args, **kwargs)
+
+
+POLICY_LOSSES: dict[str, PolicyLoss] = {
+    "grpo": PolicyLoss("grpo", grpo_loss, "num_sequences", adaptive=False),
+    "dapo": PolicyLoss("dapo", dapo_loss, "num_tokens", adaptive=False),
+    "gmpo": PolicyLoss("gmpo", gmpo_loss, "num_sequences", adaptive=False),
+    "apmpo": PolicyLoss("apmpo", apmpo_loss, "num_sequences", adaptive=True),
+}
+
+
+def get_policy_loss(name: str) -> PolicyLoss:
+    """Look a loss up by name: "grpo", "dapo", "gmpo" or "apmpo"."""
+    check_choice("loss", name, POLICY_LOSSES)
+    return POLICY_LOSSES[name]
