@@ -10,6 +10,7 @@ limit, so a pathological answer costs at most ``timeout`` seconds in any calling
 from __future__ import annotations
 
 import logging
+import time
 from typing import Iterable, NamedTuple
 
 from .extraction import FALLBACK_TAIL_CHARS, MAX_ANSWER_CHARS, last_boxed, strip_markdown_emphasis
@@ -72,8 +73,12 @@ def _grade_in_worker(pred_text: str, gold_latex: str, boxed: bool) -> Grade:
         )
     if not pred:
         return Grade(0.0, "unparsable")
+    start = time.monotonic()
     ok = verify(gold, pred, timeout_seconds=_VERIFY_SOFT_S)
-    return Grade(1.0, "correct") if ok else Grade(0.0, "wrong")
+    if ok:
+        return Grade(1.0, "correct")
+    # verify() turns its own timeout into False; report it as a timeout.
+    return Grade(0.0, "timeout" if time.monotonic() - start >= _VERIFY_SOFT_S * 0.95 else "wrong")
 
 
 def _task(response: str, gold: object) -> tuple[str, str, bool] | Grade:

@@ -9,8 +9,8 @@ A reward function takes the response text and the gold data and returns a float 
 
 Labels (one JSON schema for every task; see docs/rewards.md) name the task in ``"task"``; by
 default the gold is ``label["answer"]`` and the function is called as ``fn(response, answer)``.
-Tasks with other gold data pass ``label_to_args`` (label dict -> positional args after the
-response). ``detailed`` optionally gives a function with the same arguments returning a
+Tasks with other gold data pass ``label_to_args`` (label dict -> a tuple of positional args
+after the response, or a dict of keyword args). ``detailed`` optionally gives a function with the same arguments returning a
 ``(score, reason)`` pair, used for logging why a response scored 0.
 
 Modules are imported lazily on first lookup: task ``name`` is looked for in
@@ -46,16 +46,18 @@ def _answer_arg(label: Mapping[str, Any]) -> tuple:
 class RewardSpec:
     name: str
     fn: Callable[..., float]
-    label_to_args: Callable[[Mapping[str, Any]], tuple]
+    label_to_args: Callable[[Mapping[str, Any]], tuple | dict]
     detailed: Callable[..., Any] | None = None
 
     def grade(self, response: str, label: Mapping[str, Any]) -> tuple[float, str]:
         """(score, reason) of ``response`` for ``label``; raises on a malformed label."""
         args = self.label_to_args(label)
+        # label_to_args gives positional args (a tuple) or keyword args (a dict).
+        pos, kw = ((), args) if isinstance(args, Mapping) else (tuple(args), {})
         if self.detailed is not None:
-            score, reason = self.detailed(response, *args)
+            score, reason = self.detailed(response, *pos, **kw)
         else:
-            score = self.fn(response, *args)
+            score = self.fn(response, *pos, **kw)
             reason = "correct" if score >= 1.0 else "wrong"
         score = float(score)
         if not 0.0 <= score <= 1.0:
