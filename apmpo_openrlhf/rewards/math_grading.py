@@ -123,7 +123,7 @@ def grade_math_batch(
     return [t if isinstance(t, Grade) else next(done) for t in tasks]
 
 
-@register_reward("math")
+@register_reward("math", detailed=grade_math)
 def math_reward(response: str, gold: object) -> float:
     """1.0 if the final answer (last \\boxed{}, else the response's end) equals ``gold``, else 0.0."""
     return grade_math(response, gold).score
