@@ -10,6 +10,7 @@ limit, so a pathological answer costs at most ``timeout`` seconds in any calling
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Iterable, NamedTuple
 
@@ -23,6 +24,9 @@ MATH_TIMEOUT_S = 5.0
 # Soft limits inside the worker (seconds, SIGALRM); the pool's hard limit is MATH_TIMEOUT_S.
 _PARSE_SOFT_S = 2
 _VERIFY_SOFT_S = 2
+
+
+_TEXTBF_RE = re.compile(r"\\textbf\{([^{}]*)\}")
 
 
 class Grade(NamedTuple):
@@ -48,7 +52,9 @@ def prepare_prediction(response: str) -> str | None:
     """The part of the response given to the parser: ``\\boxed{last boxed}`` or the response tail."""
     boxed = last_boxed(response)
     if boxed is not None:
-        boxed = strip_markdown_emphasis(boxed).strip()
+        boxed = strip_markdown_emphasis(boxed)
+        # Formatting that math-verify misreads: \textbf{(073)} and a sentence's final period.
+        boxed = _TEXTBF_RE.sub(r"\1", boxed).strip().rstrip(".").strip()
         if not boxed or len(boxed) > MAX_ANSWER_CHARS:
             return None
         return "\\boxed{" + boxed + "}"
