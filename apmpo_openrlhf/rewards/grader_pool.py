@@ -185,7 +185,8 @@ class GraderPool:
                     raise
                 return on_error(exc)
 
-        with ThreadPoolExecutor(max_workers=self.n_workers, thread_name_prefix="grader-map") as ex:
+        # More threads than workers: a worker never idles while its next task is being sent.
+        with ThreadPoolExecutor(max_workers=3 * self.n_workers, thread_name_prefix="grader-map") as ex:
             return list(ex.map(one, items))
 
     def shutdown(self) -> None:

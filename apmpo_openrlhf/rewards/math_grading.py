@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 MATH_TIMEOUT_S = 5.0
 # Soft limits inside the worker (seconds, SIGALRM); the pool's hard limit is MATH_TIMEOUT_S.
-_PARSE_SOFT_S = 2
+_PARSE_SOFT_S = 1
 _VERIFY_SOFT_S = 2
 
 
