@@ -29,6 +29,20 @@ PATHOLOGICAL = [
 ]
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of the given processes (Linux /proc), 0 for vanished ones."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (FileNotFoundError, IndexError, ValueError):
+            pass
+    return total
+
+
 def typical_pairs(data_dir: Path | None, n: int) -> list[tuple[str, str]]:
     from apmpo_openrlhf.data.sources import load_math
 
@@ -59,12 +73,17 @@ def main() -> int:
     from apmpo_openrlhf.rewards.grader_pool import default_pool
     from apmpo_openrlhf.rewards.math_grading import MATH_TIMEOUT_S, grade_math_batch
 
+    load0 = os.getloadavg()[0]
     pairs = typical_pairs(args.data_dir, args.n)
     grade_math_batch(pairs[:200])  # warm up: worker imports, sympy caches
 
-    t0 = time.perf_counter()
+    pids = default_pool().alive_pids()
+    cpu0, t0 = cpu_seconds(pids) + time.process_time(), time.perf_counter()
     grades = grade_math_batch(pairs)
     typical_s = time.perf_counter() - t0
+    # CPU time of the workers and this process: what the work costs regardless of other load.
+    typical_cpu = cpu_seconds(pids) + time.process_time() - cpu0
+    dedicated_rate = len(pairs) / (typical_cpu / args.workers)
     typical_rate = len(pairs) / typical_s
     correct = sum(g.score for g in grades)
 
@@ -105,10 +124,13 @@ def main() -> int:
     threaded_rate = len(pairs) / (time.perf_counter() - t0)
 
     stats = default_pool().stats
-    print(f"workers: {args.workers}   cpu_count: {os.cpu_count()}   hard timeout: {MATH_TIMEOUT_S:g} s")
+    print(f"workers: {args.workers}   cpu_count: {os.cpu_count()}   load average at start: {load0:.1f}   "
+          f"hard timeout: {MATH_TIMEOUT_S:g} s")
     print(f"typical answers:        {len(pairs)} graded in {typical_s:.2f} s = {typical_rate:.0f} answers/s "
           f"({correct:.0f} correct); target >= 400/s: {'met' if typical_rate >= 400 else 'NOT met'} "
           f"(ratio {typical_rate / 400:.2f})")
+    print(f"  CPU cost: {typical_cpu:.2f} CPU-s = {1000 * typical_cpu / len(pairs):.2f} ms/answer -> "
+          f"{dedicated_rate:.0f} answers/s on {args.workers} dedicated cores (ratio to target {dedicated_rate / 400:.2f})")
     print(f"with pathological:      {len(mixed)} graded ({n_path} pathological, 1 per {args.pathological_every}) "
           f"in {mixed_s:.2f} s = {len(mixed) / mixed_s:.0f} answers/s; "
           f"slowdown vs typical x{mixed_s / typical_s * len(pairs) / len(mixed):.2f}; pathological reasons {reasons}")
