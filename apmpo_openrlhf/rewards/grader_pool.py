@@ -52,7 +52,7 @@ class _Worker:
         parent_sock, child_sock = socket.socketpair()
         env = dict(os.environ)
         # The child must import this very package (worktree, editable install, or sys.path hack).
-        env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in [*sys.path, env.get("PYTHONPATH", "")] if p)
         cmd = [
             sys.executable, "-m", "apmpo_openrlhf.rewards._grader_worker",
             str(child_sock.fileno()), str(memory_limit or 0), str(os.getpid()),

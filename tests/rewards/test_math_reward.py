@@ -154,3 +154,22 @@ def test_label_dispatch():
     assert grade_label("\\boxed{3}", '{"task": "math", "answer": "4"}') == (0.0, "wrong")
     with pytest.raises(KeyError, match="answer"):
         grade_label("\\boxed{3}", {"task": "math"})
+
+
+def test_fast_path_agrees_with_math_verify():
+    from apmpo_openrlhf.rewards.math_grading import _fast_grade, _grade_in_worker
+
+    cases = [("\\boxed{007}", "\\boxed{7}"), ("\\boxed{7}", "\\boxed{8}"), ("\\boxed{-3}", "\\boxed{-3}"),
+             ("\\boxed{\\frac {1}{2}}", "\\boxed{\\frac{1}{2}}"), ("\\boxed{+4}", "\\boxed{4}")]
+    for pred, gold in cases:
+        fast = _fast_grade(pred, gold)
+        assert fast is not None
+        assert fast.score == _grade_in_worker(pred, gold, True).score, (pred, gold)
+    assert _fast_grade("\\boxed{0.5}", "\\boxed{\\frac12}") is None  # left to math-verify
+
+
+def test_timeouts_are_logged(caplog):
+    with caplog.at_level("WARNING", logger="apmpo_openrlhf.rewards.math_grading"):
+        grade = grade_math("\\boxed{9^{9^{9^{9}}}}", "2", timeout=0.5)
+    assert grade.reason == "timeout"
+    assert any("timeout" in rec.getMessage() for rec in caplog.records)
