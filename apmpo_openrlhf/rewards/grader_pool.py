@@ -52,6 +52,9 @@ class _Worker:
         parent_sock, child_sock = socket.socketpair()
         env = dict(os.environ)
         # The child must import this very package (worktree, editable install, or sys.path hack).
+        # Single-threaded graders: no BLAS/OpenMP thread pools (they also inflate the address space).
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env.setdefault(var, "1")
         env["PYTHONPATH"] = os.pathsep.join(p for p in [*sys.path, env.get("PYTHONPATH", "")] if p)
         cmd = [
             sys.executable, "-m", "apmpo_openrlhf.rewards._grader_worker",
