@@ -28,7 +28,7 @@ _AREAL = "https://raw.githubusercontent.com/inclusionAI/AReaL/f55fe685c661b0117d
 _SPIDER = "https://raw.githubusercontent.com/hyukkyukang/text2SQL/999f5e467a3c2a263533f1dfa3d0106a18d343d1/datasets/spider"
 _BIRD_DEV = "https://raw.githubusercontent.com/AlibabaResearch/DAMO-ConvAI/03898f5f9fed0d232afea3a05a42a830bfe0e8e9/bird/llm/data/dev.json"
 _BIRD_TABLES = "https://raw.githubusercontent.com/bird-bench/mini_dev/525fa302278cb9be5cc9d562da1624ff7c1b2c01/llm/data/dev_tables.json"
-_INTERGPS = "https://github.com/lupantech/InterGPS/raw/99e6b5293c7bb4a5eaf2a370e6b213c79ab33ebb/data/geometry3k"
+_INTERGPS = "https://lupantech.github.io/inter-gps/geometry3k"  # the official download page
 
 SPIDER_DEV_DBS = (
     "battle_death", "car_1", "concert_singer", "course_teach", "cre_Doc_Template_Mgt", "dog_kennels",
