@@ -3,10 +3,10 @@
 Sources are the pinned GitHub commits recorded in the data provenance notes (PROVENANCE.md of
 the reference data): Qwen2.5-Math (aime24, amc23, minerva, olympiadbench), simpleRL-reason
 (math500), AReaL (aime25), text2SQL (Spider dev + databases), DAMO-ConvAI and bird-bench
-(BIRD dev questions and schemas), InterGPS (Geometry3K zips). Files with a known sha256 are
-verified. Not downloadable this way: BIRD databases (get them from bird-bench.github.io) and
-MATH train as one file (Qwen2.5-Math's ``math/train.jsonl`` is used; it has the same problem and
-solution fields).
+(BIRD dev questions and schemas); Geometry3K zips from the official InterGPS download page.
+Files with a known sha256 are verified. MATH train comes from Qwen2.5-Math's
+``math/train.jsonl`` (not checked offline). BIRD databases are not fetched (get them from
+bird-bench.github.io).
 """
 
 from __future__ import annotations
