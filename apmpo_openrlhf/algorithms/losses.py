@@ -103,11 +103,19 @@ def clipped_log_ratio(
     Returns ``(log_x, clipped_high, clipped_low)``; the boolean masks mark tokens whose gradient the
     clip removes (A > 0 above the upper bound, A < 0 below the lower bound).
     """
-    clipped = torch.clamp(log_ratio, min=log_low, max=log_high)
+    # min(l, clip(l, lo, hi)) = min(l, hi) and max(l, clip(l, lo, hi)) = max(l, lo): each row needs
+    # only one bound, so the pessimistic bound is a single clamp with per-row limits (one pass over
+    # the tokens instead of clamp + minimum + maximum + where; same values and gradients).
+    like = dict(dtype=log_ratio.dtype, device=log_ratio.device)
     positive = advantages > 0
-    log_x = torch.where(positive, torch.minimum(log_ratio, clipped), torch.maximum(log_ratio, clipped))
-    clipped_high = positive & (log_ratio > log_high)
-    clipped_low = (advantages < 0) & (log_ratio < log_low)
+    inf = torch.tensor(float("inf"), **like)
+    row_low = torch.where(positive, -inf, torch.as_tensor(log_low, **like))
+    row_high = torch.where(positive, torch.as_tensor(log_high, **like), inf)
+    log_x = torch.clamp(log_ratio, min=row_low, max=row_high)
+    with torch.no_grad():
+        clipped = log_x != log_ratio
+        clipped_high = clipped & positive
+        clipped_low = clipped & (advantages < 0)
     return log_x, clipped_high, clipped_low
 
 
@@ -217,35 +225,52 @@ def gmpo_loss(
     return loss, _metrics(prep, ch, cl, torch.zeros_like(eps_high), eps_high, eps_low)
 
 
+class _LogMeanExp(torch.autograd.Function):
+    """log mean_t exp(p (log x_t - c)) over the included tokens of each row, with c = max_t log x_t.
+
+    Forward: with z_t = p (log x_t - c) <= 0, the mean is 1 + s where s = mean_t expm1(z_t) in
+    (-1, 0] is a sum of same-sign, individually exact terms, so log1p(s) keeps full precision when
+    p * spread is small (where the textbook (logsumexp(p log x) - log n) / p cancels: ~1e-3 relative
+    error in fp32 at p = 1e-3 and 4096 tokens). When one token dominates (s near -1) log1p loses
+    digits and log(S / n), S = sum_t exp(z_t) >= 1, is exact instead; each row takes its exact form.
+    Backward: d/dlog x_t = p * exp(z_t) / S (a softmax over p log x). Written by hand so that it
+    is one pass over the tokens and saves a single [N, T] tensor.
+    """
+
+    @staticmethod
+    def forward(ctx, log_x, include, count, p):
+        neg_inf = torch.tensor(float("-inf"), dtype=log_x.dtype, device=log_x.device)
+        shift = torch.where(include, log_x, neg_inf).amax(dim=-1, keepdim=True)
+        z = torch.where(include, torch.addcmul(-p * shift, p, log_x), torch.zeros((), dtype=log_x.dtype, device=log_x.device))
+        mean_expm1 = torch.expm1(z).sum(dim=-1, keepdim=True) / count
+        e = torch.exp(z).masked_fill_(~include, 0.0)
+        sum_exp = e.sum(dim=-1, keepdim=True)
+        log_mean = torch.where(mean_expm1 > -0.5, torch.log1p(mean_expm1), torch.log(sum_exp / count))
+        ctx.save_for_backward(e, sum_exp, p)
+        return shift, log_mean
+
+    @staticmethod
+    def backward(ctx, grad_shift, grad_log_mean):
+        e, sum_exp, p = ctx.saved_tensors
+        # The shift is a constant of the expression (its total derivative is zero): only log_mean
+        # carries a gradient; grad_shift is ignored on purpose.
+        return e * (grad_log_mean * p / sum_exp), None, None, None
+
+
 def log_power_mean(log_x: torch.Tensor, mask: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """log M_p(x) = (1/p) log mean_t exp(p log x_t) over the valid tokens of each row.
 
     ``p`` is an [N, 1] column in (0, 1]. Rows with no valid token return log M = 0 and must be
     masked by the caller; their computation stays finite so that no NaN reaches the gradient.
-
-    Numerics: with c = max_t log x_t and z_t = p (log x_t - c) <= 0,
-    log M_p = c + log(mean_t e^z) / p. The naive (logsumexp(p log x) - log n) / p cancels
-    catastrophically for small p (both terms ~ log n, their difference ~ p): in fp32 at p = 1e-3
-    and 4096 tokens that loses three digits. Instead log(mean e^z) = log1p(mean expm1(z)), which
-    sums same-sign, individually exact terms. When one token dominates (p * spread >> 1) the mean
-    approaches 0 and log1p loses accuracy; logsumexp(z) - log n is exact there, so each row takes
-    the form that is exact for it. c is detached: the total derivative of the expression with
-    respect to the shift is zero, and detaching keeps max's sub-gradient out of the backward pass.
+    Computed as c + log(mean_t exp(p (log x_t - c))) / p with c = max_t log x_t, see _LogMeanExp.
     """
     lengths = mask.sum(dim=-1, keepdim=True)
     empty = lengths == 0
     include = mask | empty  # an empty row averages its (finite) padding instead of an empty set
     count = torch.where(empty, torch.full_like(lengths, mask.shape[-1]), lengths).to(log_x.dtype)
-    neg_inf = torch.full((), float("-inf"), dtype=log_x.dtype, device=log_x.device)
-    shift = torch.where(include, log_x, neg_inf).amax(dim=-1, keepdim=True).detach()
-    z = torch.where(include, p * (log_x - shift), neg_inf)
-    mean_expm1 = torch.where(include, torch.expm1(z), torch.zeros((), dtype=z.dtype)).sum(-1, keepdim=True) / count
-    log_mean_exp = torch.where(
-        mean_expm1 > -0.5,
-        torch.log1p(mean_expm1),
-        torch.logsumexp(z, dim=-1, keepdim=True) - torch.log(count),
-    )
-    log_mean = shift + log_mean_exp / p
+    p = p.to(log_x.dtype).expand(log_x.shape[0], 1)
+    shift, log_mean_exp = _LogMeanExp.apply(log_x, include, count, p)
+    log_mean = shift.detach() + log_mean_exp / p
     return torch.where(empty, torch.zeros_like(log_mean), log_mean).squeeze(-1)
 
 

@@ -1,0 +1,313 @@
+"""Cost of the policy losses (forward + backward) against GRPO, and against the policy model itself.
+
+Measures, for every loss of the registry at a realistic rollout shape (default 64 sequences x
+4096 tokens; fp32 on CPU, bf16 inputs on CUDA):
+  * the median wall time of loss forward + backward (eager, and under torch.compile),
+  * the peak memory of that forward + backward above what was live before it:
+      CUDA: torch.cuda.max_memory_allocated() (caching-allocator bytes handed to tensors);
+      CPU:  PyTorch's own CPU allocation events recorded by torch.profiler(profile_memory=True),
+            replayed in time order (allocations +, frees -): the peak of live tensor bytes. It
+            counts tensor storage only, not allocator caching or Python objects,
+  * the ratios to GRPO (targets for APMPO: <= 2x time, <= 1.5x peak memory, eager),
+  * the loss time as a fraction of the policy's own forward + backward over the same tokens, using a
+    Qwen2.5-0.5B-shaped model (transformers Qwen2Config: hidden 896, intermediate 4864, 14 heads,
+    2 KV heads, vocab 151936, tied embeddings) with random weights and a few layers, extrapolated
+    to 24 layers (target < 1%).
+
+Timing numbers are only comparable within one run: run it on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from apmpo_openrlhf.algorithms import POLICY_LOSSES, adaptive_parameters  # noqa: E402
+
+QWEN25_05B = dict(
+    hidden_size=896,
+    intermediate_size=4864,
+    num_attention_heads=14,
+    num_key_value_heads=2,
+    vocab_size=151936,
+    max_position_embeddings=32768,
+    rope_theta=1000000.0,
+    rms_norm_eps=1e-6,
+    tie_word_embeddings=True,
+)
+FULL_LAYERS = 24
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--num-sequences", type=int, default=64, help="sequences per loss call (N), default 64")
+    ap.add_argument("--seq-len", type=int, default=4096, help="padded response length (T), default 4096")
+    ap.add_argument(
+        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: cuda when available, else cpu"
+    )
+    ap.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="dtype of the log-prob inputs; auto: bfloat16 on CUDA, float32 on CPU (losses accumulate in fp32)",
+    )
+    ap.add_argument("--losses", default="grpo,dapo,gmpo,apmpo", help="comma-separated registry names; grpo is always included")
+    ap.add_argument("--repeats", type=int, default=20, help="timed forward+backward repetitions per loss (median is reported)")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed repetitions before timing (also triggers compilation)")
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile measurements")
+    ap.add_argument(
+        "--model-layers",
+        default="1,2",
+        help="two layer counts of the Qwen2.5-0.5B-shaped model to time; the per-layer cost is their "
+        "difference, extrapolated to 24 layers (default 1,2)",
+    )
+    ap.add_argument(
+        "--model-tokens",
+        type=int,
+        default=1024,
+        help="tokens in the model pass (one sequence); its time is scaled linearly to N x T tokens (default 1024)",
+    )
+    ap.add_argument("--model-repeats", type=int, default=2, help="timed model forward+backward repetitions (default 2)")
+    ap.add_argument("--no-model", action="store_true", help="skip the model comparison")
+    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 keeps the default)")
+    ap.add_argument("--seed", type=int, default=0, help="random seed of the synthetic inputs")
+    args = ap.parse_args(argv)
+    for name in ("num_sequences", "seq_len", "repeats", "model_tokens", "model_repeats"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.warmup < 0:
+        ap.error("--warmup must be >= 0")
+    names = [n.strip() for n in args.losses.split(",") if n.strip()]
+    unknown = [n for n in names if n not in POLICY_LOSSES]
+    if unknown:
+        ap.error(f"--losses: unknown {unknown}; choose from {sorted(POLICY_LOSSES)}")
+    args.losses = ["grpo"] + [n for n in names if n != "grpo"]
+    try:
+        layers = [int(x) for x in args.model_layers.split(",")]
+    except ValueError:
+        ap.error("--model-layers must be two integers like 1,2")
+    if len(layers) != 2 or not 1 <= layers[0] < layers[1]:
+        ap.error("--model-layers must be two increasing positive integers like 1,2")
+    args.model_layers = layers
+    return args
+
+
+def make_inputs(n: int, t: int, dtype: torch.dtype, device: torch.device, seed: int):
+    """A rollout-like batch: response lengths uniform in [T/4, T], log r ~ N(0, 0.2), binary rewards
+    in groups of 8 turned into advantages, and APMPO's per-sample p / eps_high from those rewards."""
+    from apmpo_openrlhf.algorithms import group_advantages
+
+    g = torch.Generator().manual_seed(seed)
+    old = -2.0 * torch.rand(n, t, generator=g)
+    new = old + 0.2 * torch.randn(n, t, generator=g)
+    lengths = torch.randint(t // 4, t + 1, (n,), generator=g)
+    mask = torch.arange(t).unsqueeze(0) < lengths.unsqueeze(1)
+    group = 8 if n % 8 == 0 else 1
+    rewards = (torch.rand(n, generator=g) < 0.4).float()
+    adv = group_advantages(rewards, group)
+    if bool((adv == 0).all()):
+        adv = torch.randn(n, generator=g)
+    params = adaptive_parameters(rewards, group)
+    to = dict(device=device)
+    return dict(
+        log_probs=new.to(dtype=dtype, **to),
+        old_log_probs=old.to(dtype=dtype, **to),
+        advantages=adv.to(**to),
+        action_mask=mask.to(**to),
+        p=params.p.to(**to),
+        eps_high=params.eps_high.to(**to),
+    )
+
+
+def loss_step(name: str, inputs: dict, fn: Callable) -> Callable[[], None]:
+    """One forward + backward of a loss on a fresh leaf copy of the log-probs."""
+    extra = {"p": inputs["p"], "eps_high": inputs["eps_high"]} if POLICY_LOSSES[name].adaptive else {}
+
+    def step() -> None:
+        leaf = inputs["log_probs"].detach().requires_grad_(True)
+        loss, _ = fn(leaf, inputs["old_log_probs"], inputs["advantages"], inputs["action_mask"], **extra)
+        loss.backward()
+
+    return step
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_steps(steps: dict[str, Callable[[], None]], device: torch.device, warmup: int, repeats: int):
+    """Per step: (median, min) seconds. The steps run interleaved (round robin), so that load from
+    other processes on a shared machine hits every loss alike and the ratios stay meaningful."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    sync(device)
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            t0 = time.perf_counter()
+            step()
+            sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return {name: (statistics.median(v), min(v)) for name, v in times.items()}
+
+
+def peak_memory(step: Callable[[], None], device: torch.device) -> int:
+    """Peak bytes of tensor memory allocated during one step, above what was live before it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        step()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    import json
+    import tempfile
+
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    # The chrome trace holds every allocation and free of PyTorch's CPU allocator ("[memory]"
+    # instant events with signed "Bytes"); replaying them in time order gives the live-bytes curve.
+    with tempfile.TemporaryDirectory() as tmp:
+        trace = Path(tmp) / "trace.json"
+        prof.export_chrome_trace(str(trace))
+        events = json.loads(trace.read_text())["traceEvents"]
+    deltas = sorted((e["ts"], e["args"]["Bytes"]) for e in events if e.get("name") == "[memory]")
+    live = peak = 0
+    for _, delta in deltas:
+        live += delta
+        peak = max(peak, live)
+    return peak
+
+
+def time_model(layers: int, tokens: int, device: torch.device, repeats: int, dtype: torch.dtype) -> float:
+    """Median forward + backward time of a Qwen2.5-0.5B-shaped policy with `layers` layers over one
+    sequence of `tokens` tokens, including the token log-probs (log_softmax + gather) as in RL."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    cfg = Qwen2Config(num_hidden_layers=layers, **QWEN25_05B)
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(cfg).to(device=device, dtype=dtype)
+    model.train()
+    ids = torch.randint(0, cfg.vocab_size, (1, tokens), device=device)
+
+    def step() -> None:
+        logits = model(input_ids=ids).logits[:, :-1].float()
+        logp = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+        logp.sum().backward()
+        model.zero_grad(set_to_none=True)
+
+    t = time_steps({"model": step}, device, warmup=1, repeats=repeats)["model"][0]
+    del model
+    return t
+
+
+def fmt_bytes(n: float) -> str:
+    return f"{n / 2**20:8.1f} MiB"
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(args.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            print("--device cuda: CUDA is not available", file=sys.stderr)
+            return 2
+    if args.dtype == "auto":
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    else:
+        dtype = getattr(torch, args.dtype)
+
+    n, t = args.num_sequences, args.seq_len
+    inputs = make_inputs(n, t, dtype, device, args.seed)
+    valid = int(inputs["action_mask"].sum())
+    print(
+        f"loss forward+backward: N={n} sequences x T={t} tokens ({valid} valid), inputs {str(dtype)[6:]} "
+        f"on {device.type}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    print(f"{args.repeats} interleaved runs per loss after {args.warmup} warm-up runs; peak = "
+          + ("torch.cuda.max_memory_allocated above the live baseline"
+             if device.type == "cuda" else "peak live tensor bytes from torch.profiler CPU memory events"))
+
+    modes = ["eager"] + ([] if args.no_compile else ["compiled"])
+    results: dict[tuple[str, str], tuple[float, float, int]] = {}
+    for mode in modes:
+        steps = {}
+        for name in args.losses:
+            fn = POLICY_LOSSES[name].fn
+            if mode == "compiled":
+                fn = torch.compile(fn)
+            steps[name] = loss_step(name, inputs, fn)
+        timed = time_steps(steps, device, args.warmup, args.repeats)
+        for name, step in steps.items():
+            results[(mode, name)] = (*timed[name], peak_memory(step, device))
+
+    header = f"{'mode':9} {'loss':6} {'median':>9} {'min':>9} {'x grpo':>7} {'peak mem':>13} {'x grpo':>7}"
+    print(header)
+    print("-" * len(header))
+    for mode in modes:
+        g_sec, _, g_mem = results[(mode, "grpo")]
+        for name in args.losses:
+            sec, best, mem = results[(mode, name)]
+            print(
+                f"{mode:9} {name:6} {sec * 1e3:7.2f}ms {best * 1e3:7.2f}ms {sec / g_sec:7.2f} "
+                f"{fmt_bytes(mem)} {mem / max(g_mem, 1):7.2f}"
+            )
+    print("(x grpo: ratio of medians; peak memory of compiled losses excludes compilation)")
+
+    if "apmpo" in args.losses:
+        a_sec, _, a_mem = results[("eager", "apmpo")]
+        g_sec, _, g_mem = results[("eager", "grpo")]
+        ok_t, ok_m = a_sec <= 2 * g_sec, a_mem <= 1.5 * g_mem
+        print(
+            f"targets (eager): apmpo time {a_sec / g_sec:.2f}x grpo (<= 2x: {'met' if ok_t else 'MISSED'}), "
+            f"peak memory {a_mem / g_mem:.2f}x grpo (<= 1.5x: {'met' if ok_m else 'MISSED'})"
+        )
+
+    if not args.no_model:
+        l1, l2 = args.model_layers
+        model_dtype = dtype if device.type == "cuda" else torch.float32
+        tk = args.model_tokens
+        t1 = time_model(l1, tk, device, args.model_repeats, model_dtype)
+        t2 = time_model(l2, tk, device, args.model_repeats, model_dtype)
+        per_layer = (t2 - t1) / (l2 - l1)
+        fixed = t1 - l1 * per_layer
+        full = fixed + FULL_LAYERS * per_layer
+        scaled = full * valid / tk
+        print(
+            f"policy model: Qwen2.5-0.5B shape ({str(model_dtype)[6:]}, random weights), forward+backward over "
+            f"{tk} tokens: {l1} layer(s) {t1:.3f}s, {l2} layers {t2:.3f}s -> {per_layer:.3f}s/layer, "
+            f"embedding+head {fixed:.3f}s"
+        )
+        print(
+            f"  extrapolated to {FULL_LAYERS} layers: {full:.3f}s per {tk} tokens; scaled linearly to the "
+            f"{valid} valid tokens of the loss batch: {scaled:.1f}s (linear scaling ignores attention's "
+            "quadratic term, so it underestimates the model and overstates the fractions below)"
+        )
+        for mode in modes:
+            parts = ", ".join(
+                f"{name} {100 * results[(mode, name)][0] / scaled:.3f}%" for name in args.losses
+            )
+            print(f"  loss time / model time ({mode}): {parts} (target < 1%)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
