@@ -11,8 +11,9 @@ Measures, for every loss of the registry at a realistic rollout shape (default 6
   * the ratios to GRPO (targets for APMPO: <= 2x time, <= 1.5x peak memory, eager),
   * the loss time as a fraction of the policy's own forward + backward over the same tokens, using a
     Qwen2.5-0.5B-shaped model (transformers Qwen2Config: hidden 896, intermediate 4864, 14 heads,
-    2 KV heads, vocab 151936, tied embeddings) with random weights and a few layers, extrapolated
-    to 24 layers (target < 1%).
+    2 KV heads, vocab 151936, tied embeddings) with random weights: one decoder layer and the
+    embedding + LM head are timed over --model-tokens tokens, the 24-layer cost is head + 24 x layer,
+    scaled linearly to the loss batch's tokens (target < 1%).
 
 Timing numbers are only comparable within one run: run it on an otherwise idle machine.
 """
@@ -66,16 +67,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--warmup", type=int, default=3, help="untimed repetitions before timing (also triggers compilation)")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile measurements")
     ap.add_argument(
-        "--model-layers",
-        default="1,2",
-        help="two layer counts of the Qwen2.5-0.5B-shaped model to time; the per-layer cost is their "
-        "difference, extrapolated to 24 layers (default 1,2)",
-    )
-    ap.add_argument(
         "--model-tokens",
         type=int,
-        default=1024,
-        help="tokens in the model pass (one sequence); its time is scaled linearly to N x T tokens (default 1024)",
+        default=512,
+        help="tokens in the model pass (one sequence); its time is scaled linearly to the valid tokens of the loss batch (default 512)",
     )
     ap.add_argument("--model-repeats", type=int, default=2, help="timed model forward+backward repetitions (default 2)")
     ap.add_argument("--no-model", action="store_true", help="skip the model comparison")
@@ -92,13 +87,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if unknown:
         ap.error(f"--losses: unknown {unknown}; choose from {sorted(POLICY_LOSSES)}")
     args.losses = ["grpo"] + [n for n in names if n != "grpo"]
-    try:
-        layers = [int(x) for x in args.model_layers.split(",")]
-    except ValueError:
-        ap.error("--model-layers must be two integers like 1,2")
-    if len(layers) != 2 or not 1 <= layers[0] < layers[1]:
-        ap.error("--model-layers must be two increasing positive integers like 1,2")
-    args.model_layers = layers
     return args
 
 
@@ -193,26 +181,42 @@ def peak_memory(step: Callable[[], None], device: torch.device) -> int:
     return peak
 
 
-def time_model(layers: int, tokens: int, device: torch.device, repeats: int, dtype: torch.dtype) -> float:
-    """Median forward + backward time of a Qwen2.5-0.5B-shaped policy with `layers` layers over one
-    sequence of `tokens` tokens, including the token log-probs (log_softmax + gather) as in RL."""
+def time_model(tokens: int, device: torch.device, repeats: int, dtype: torch.dtype) -> tuple[float, float]:
+    """Forward + backward times of a Qwen2.5-0.5B-shaped policy over one sequence of `tokens` tokens,
+    split into (one decoder layer, embedding + final norm + tied LM head + token log-probs).
+
+    The two parts are timed separately because the 151936-word head dominates a model with few
+    layers: the difference of two whole-model timings would bury the per-layer cost in noise.
+    A 24-layer pass costs head + 24 x layer (the layers are identical)."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    cfg = Qwen2Config(num_hidden_layers=layers, **QWEN25_05B)
+    cfg = Qwen2Config(num_hidden_layers=1, attn_implementation="sdpa", **QWEN25_05B)
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(cfg).to(device=device, dtype=dtype)
     model.train()
     ids = torch.randint(0, cfg.vocab_size, (1, tokens), device=device)
+    positions = torch.arange(tokens, device=device).unsqueeze(0)
+    hidden = torch.randn(1, tokens, cfg.hidden_size, device=device, dtype=dtype)
+    layer, rotary = model.model.layers[0], model.model.rotary_emb
 
-    def step() -> None:
-        logits = model(input_ids=ids).logits[:, :-1].float()
+    def layer_step() -> None:
+        h = hidden.detach().requires_grad_(True)
+        # attention_mask=None makes SDPA attention causal.
+        out = layer(h, attention_mask=None, position_ids=positions, position_embeddings=rotary(h, positions))
+        out = out[0] if isinstance(out, tuple) else out
+        out.float().sum().backward()
+        model.zero_grad(set_to_none=True)
+
+    def head_step() -> None:
+        h = model.model.norm(model.model.embed_tokens(ids))
+        logits = model.lm_head(h)[:, :-1].float()
         logp = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
         logp.sum().backward()
         model.zero_grad(set_to_none=True)
 
-    t = time_steps({"model": step}, device, warmup=1, repeats=repeats)["model"][0]
+    timed = time_steps({"layer": layer_step, "head": head_step}, device, warmup=1, repeats=repeats)
     del model
-    return t
+    return timed["layer"][0], timed["head"][0]
 
 
 def fmt_bytes(n: float) -> str:
@@ -282,28 +286,24 @@ def main(argv=None) -> int:
         )
 
     if not args.no_model:
-        l1, l2 = args.model_layers
         model_dtype = dtype if device.type == "cuda" else torch.float32
         tk = args.model_tokens
-        t1 = time_model(l1, tk, device, args.model_repeats, model_dtype)
-        t2 = time_model(l2, tk, device, args.model_repeats, model_dtype)
-        per_layer = (t2 - t1) / (l2 - l1)
-        fixed = t1 - l1 * per_layer
-        full = fixed + FULL_LAYERS * per_layer
+        layer_s, head_s = time_model(tk, device, args.model_repeats, model_dtype)
+        full = head_s + FULL_LAYERS * layer_s
         scaled = full * valid / tk
         print(
             f"policy model: Qwen2.5-0.5B shape ({str(model_dtype)[6:]}, random weights), forward+backward over "
-            f"{tk} tokens: {l1} layer(s) {t1:.3f}s, {l2} layers {t2:.3f}s -> {per_layer:.3f}s/layer, "
-            f"embedding+head {fixed:.3f}s"
+            f"{tk} tokens (median of {args.model_repeats}): one decoder layer {layer_s:.3f}s, embedding + "
+            f"tied LM head + log-probs {head_s:.3f}s"
         )
         print(
-            f"  extrapolated to {FULL_LAYERS} layers: {full:.3f}s per {tk} tokens; scaled linearly to the "
+            f"  24 layers = head + 24 x layer = {full:.2f}s per {tk} tokens; scaled linearly to the "
             f"{valid} valid tokens of the loss batch: {scaled:.1f}s (linear scaling ignores attention's "
             "quadratic term, so it underestimates the model and overstates the fractions below)"
         )
         for mode in modes:
             parts = ", ".join(
-                f"{name} {100 * results[(mode, name)][0] / scaled:.3f}%" for name in args.losses
+                f"{name} {100 * results[(mode, name)][0] / scaled:.4f}%" for name in args.losses
             )
             print(f"  loss time / model time ({mode}): {parts} (target < 1%)")
     return 0
