@@ -74,7 +74,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     ap.add_argument("--model-repeats", type=int, default=2, help="timed model forward+backward repetitions (default 2)")
     ap.add_argument("--no-model", action="store_true", help="skip the model comparison")
-    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 keeps the default)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=-1,
+        help="torch.set_num_threads; default -1: 1 thread on CPU (stabler timings on a shared machine; "
+        "the ratios barely depend on it), PyTorch's default on CUDA; 0 keeps PyTorch's default",
+    )
     ap.add_argument("--seed", type=int, default=0, help="random seed of the synthetic inputs")
     args = ap.parse_args(argv)
     for name in ("num_sequences", "seq_len", "repeats", "model_tokens", "model_repeats"):
@@ -225,8 +231,6 @@ def fmt_bytes(n: float) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
@@ -234,6 +238,8 @@ def main(argv=None) -> int:
         if device.type == "cuda" and not torch.cuda.is_available():
             print("--device cuda: CUDA is not available", file=sys.stderr)
             return 2
+    if args.threads > 0 or (args.threads < 0 and device.type == "cpu"):
+        torch.set_num_threads(max(args.threads, 1))
     if args.dtype == "auto":
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     else:
@@ -263,25 +269,28 @@ def main(argv=None) -> int:
         for name, step in steps.items():
             results[(mode, name)] = (*timed[name], peak_memory(step, device))
 
-    header = f"{'mode':9} {'loss':6} {'median':>9} {'min':>9} {'x grpo':>7} {'peak mem':>13} {'x grpo':>7}"
+    header = (
+        f"{'mode':9} {'loss':6} {'median':>9} {'x grpo':>7} {'min':>9} {'x grpo':>7} {'peak mem':>13} {'x grpo':>7}"
+    )
     print(header)
     print("-" * len(header))
     for mode in modes:
-        g_sec, _, g_mem = results[(mode, "grpo")]
+        g_sec, g_best, g_mem = results[(mode, "grpo")]
         for name in args.losses:
             sec, best, mem = results[(mode, name)]
             print(
-                f"{mode:9} {name:6} {sec * 1e3:7.2f}ms {best * 1e3:7.2f}ms {sec / g_sec:7.2f} "
+                f"{mode:9} {name:6} {sec * 1e3:7.2f}ms {sec / g_sec:7.2f} {best * 1e3:7.2f}ms {best / g_best:7.2f} "
                 f"{fmt_bytes(mem)} {mem / max(g_mem, 1):7.2f}"
             )
-    print("(x grpo: ratio of medians; peak memory of compiled losses excludes compilation)")
+    print("(median and min over the runs, each with its ratio to grpo; peak memory of compiled losses excludes compilation)")
 
     if "apmpo" in args.losses:
-        a_sec, _, a_mem = results[("eager", "apmpo")]
-        g_sec, _, g_mem = results[("eager", "grpo")]
-        ok_t, ok_m = a_sec <= 2 * g_sec, a_mem <= 1.5 * g_mem
+        a_sec, a_best, a_mem = results[("eager", "apmpo")]
+        g_sec, g_best, g_mem = results[("eager", "grpo")]
+        ok_t, ok_m = max(a_sec / g_sec, a_best / g_best) <= 2, a_mem <= 1.5 * g_mem
         print(
-            f"targets (eager): apmpo time {a_sec / g_sec:.2f}x grpo (<= 2x: {'met' if ok_t else 'MISSED'}), "
+            f"targets (eager): apmpo time {a_sec / g_sec:.2f}x (median) / {a_best / g_best:.2f}x (min) grpo "
+            f"(<= 2x: {'met' if ok_t else 'MISSED'}), "
             f"peak memory {a_mem / g_mem:.2f}x grpo (<= 1.5x: {'met' if ok_m else 'MISSED'})"
         )
 

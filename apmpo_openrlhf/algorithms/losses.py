@@ -2,8 +2,8 @@
 
 All four share one clipping primitive, computed in log space:
 
-    log x_t = min(l_t, clip(l_t, lo, hi))  if A > 0      (x = min(r, rho))
-            = max(l_t, clip(l_t, lo, hi))  if A < 0      (x = max(r, rho))
+    log x_t = min(l_t, clip(l_t, lo, hi)) = min(l_t, hi)  if A > 0      (x = min(r, rho))
+            = max(l_t, clip(l_t, lo, hi)) = max(l_t, lo)  if A <= 0     (x = max(r, rho))
 
 with l_t = log r_t, so that min(r A, rho A) = A x_t. The objectives differ only in how the
 tokens of a sequence are averaged:
@@ -11,7 +11,7 @@ tokens of a sequence are averaged:
     GRPO   J_i = A_i * mean_t x_t                          (arithmetic mean, per sequence)
     DAPO   J   = sum_{i,t} A_i x_t / #tokens                (token-level mean)
     GMPO   J_i = A_i * exp(mean_t log x_t)                  (geometric mean, log-space clip)
-    APMPO  J_i = A_i * M_p(x_i),  log M_p = (logsumexp_t(p log x_t) - log|o_i|) / p
+    APMPO  J_i = A_i * M_p(x_i),  log M_p = (1/p) log mean_t exp(p log x_t)   (see log_power_mean)
 
 Every loss returns ``(loss, metrics)`` where ``loss`` is the negative objective summed over the
 given sequences (or tokens, for DAPO) and divided by a *global* count (``num_sequences`` or
@@ -98,7 +98,8 @@ def _prepare(log_probs, old_log_probs, advantages, action_mask) -> _Prepared:
 def clipped_log_ratio(
     log_ratio: torch.Tensor, advantages: torch.Tensor, log_low: torch.Tensor | float, log_high: torch.Tensor | float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """log x = min(l, clip(l)) for A >= 0 and max(l, clip(l)) for A < 0 (the PPO pessimistic bound).
+    """log x = min(l, clip(l)) for A > 0 and max(l, clip(l)) for A <= 0 (the PPO pessimistic bound;
+    rows with A = 0 contribute nothing, either choice is exact for them).
 
     Returns ``(log_x, clipped_high, clipped_low)``; the boolean masks mark tokens whose gradient the
     clip removes (A > 0 above the upper bound, A < 0 below the lower bound).
