@@ -36,6 +36,8 @@ CLIP_MODES = ("asymmetric", "symmetric")
 # while exp(89) overflows and 0 * inf in the backward pass would give NaN. Ratios this far from 1
 # are always clipped (no gradient) for A > 0 and are numerically meaningless anyway.
 MAX_ABS_LOG_RATIO = 60.0
+# Added to (subtracted from) padded log-ratios before a min (max), so that padding never wins.
+_PADDING_OFFSET = 1e4
 
 Metrics = dict[str, torch.Tensor]
 
@@ -82,6 +84,7 @@ class _Prepared:
     log_ratio: torch.Tensor  # [N, T] compute dtype, 0 where masked
     adv: torch.Tensor  # [N, 1] compute dtype, detached
     lengths: torch.Tensor  # [N] compute dtype, number of valid tokens
+    weight: torch.Tensor  # [N, T] compute dtype, 1 on valid tokens and 0 on padding
 
 
 def _prepare(log_probs, old_log_probs, advantages, action_mask) -> _Prepared:
@@ -90,9 +93,13 @@ def _prepare(log_probs, old_log_probs, advantages, action_mask) -> _Prepared:
     mask = action_mask.bool()
     diff = log_probs.to(dtype) - old_log_probs.detach().to(dtype)
     # Padding may hold arbitrary values (even inf); select instead of multiplying by the mask.
-    log_ratio = torch.where(mask, diff, torch.zeros_like(diff)).clamp(-MAX_ABS_LOG_RATIO, MAX_ABS_LOG_RATIO)
+    # Padding gets log r = 0: never clipped, so the clip masks below need no extra masking.
+    log_ratio = torch.where(mask, diff, 0.0).clamp(-MAX_ABS_LOG_RATIO, MAX_ABS_LOG_RATIO)
     adv = advantages.detach().to(dtype).reshape(-1, 1)
-    return _Prepared(mask, log_ratio, adv, mask.sum(dim=-1).to(dtype))
+    # Later masking multiplies by a 0/1 weight: log_ratio is finite everywhere now, and on CPU a
+    # multiply is ~20x faster than torch.where (forward and backward).
+    weight = mask.to(dtype)
+    return _Prepared(mask, log_ratio, adv, weight.sum(dim=-1), weight)
 
 
 def clipped_log_ratio(
@@ -120,25 +127,24 @@ def clipped_log_ratio(
     return log_x, clipped_high, clipped_low
 
 
-def _token_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    count = mask.sum()
-    return torch.where(mask, values, torch.zeros_like(values)).sum() / count.clamp(min=1)
-
-
 def _metrics(prep: _Prepared, clipped_high, clipped_low, p, eps_high, eps_low) -> Metrics:
     """Detached diagnostics over the valid tokens of this call (token means; p/eps sequence means)."""
     with torch.no_grad():
         mask = prep.mask
         lr = prep.log_ratio
+        count = prep.lengths.sum().clamp(min=1)
+        padding = mask.numel() - prep.lengths.sum()
         # Branch-free (no device sync): a batch without valid tokens reports 0 for both.
-        lr_min = torch.where(mask, lr, float("inf")).amin()
-        lr_max = torch.where(mask, lr, float("-inf")).amax()
-        lr_min = torch.where(torch.isfinite(lr_min), lr_min, 0.0)
-        lr_max = torch.where(torch.isfinite(lr_max), lr_max, 0.0)
+        # |log r| <= MAX_ABS_LOG_RATIO, so moving padding by +-_PADDING_OFFSET takes it out of the race.
+        offset = (1.0 - prep.weight) * _PADDING_OFFSET
+        any_valid = prep.lengths.sum() > 0
+        lr_min = torch.where(any_valid, (lr + offset).amin(), 0.0)
+        lr_max = torch.where(any_valid, (lr - offset).amax(), 0.0)
         return {
-            "clip_frac_high": _token_mean(clipped_high.to(lr.dtype), mask),
-            "clip_frac_low": _token_mean(clipped_low.to(lr.dtype), mask),
-            "ratio_mean": _token_mean(torch.exp(lr), mask),
+            # Padding is never clipped (log r = 0 there) and has exp(log r) = 1 exactly.
+            "clip_frac_high": clipped_high.sum() / count,
+            "clip_frac_low": clipped_low.sum() / count,
+            "ratio_mean": (torch.exp(lr).sum() - padding) / count,
             "log_ratio_min": lr_min,
             "log_ratio_max": lr_max,
             "p": p.mean(),
@@ -171,7 +177,7 @@ def grpo_loss(
     eh = _per_sequence(eps_high, n, prep.log_ratio.dtype, prep.log_ratio.device)
     _check_eps_low_below_one(el)
     log_x, ch, cl = clipped_log_ratio(prep.log_ratio, prep.adv, torch.log1p(-el), torch.log1p(eh))
-    x = torch.where(prep.mask, torch.exp(log_x), torch.zeros_like(log_x))
+    x = torch.exp(log_x) * prep.weight
     seq_mean = x.sum(dim=-1) / prep.lengths.clamp(min=1)
     loss = _sequence_loss(prep.adv.squeeze(-1) * seq_mean, num_sequences)
     return loss, _metrics(prep, ch, cl, torch.ones_like(el), eh, el)
@@ -196,7 +202,7 @@ def dapo_loss(
     eh = _per_sequence(eps_high, n, prep.log_ratio.dtype, prep.log_ratio.device)
     _check_eps_low_below_one(el)
     log_x, ch, cl = clipped_log_ratio(prep.log_ratio, prep.adv, torch.log1p(-el), torch.log1p(eh))
-    obj = torch.where(prep.mask, prep.adv * torch.exp(log_x), torch.zeros_like(log_x))
+    obj = torch.exp(log_x) * (prep.adv * prep.weight)
     divisor = prep.mask.sum().clamp(min=1) if num_tokens is None else num_tokens
     loss = -obj.sum() / divisor
     return loss, _metrics(prep, ch, cl, torch.ones_like(el), eh, el)
@@ -216,7 +222,8 @@ def gmpo_loss(
     n = prep.adv.shape[0]
     check_range("clip", float(clip), 0.0, None, low_inclusive=False)
     log_x, ch, cl = clipped_log_ratio(prep.log_ratio, prep.adv, -float(clip), float(clip))
-    mean_log_x = torch.where(prep.mask, log_x, torch.zeros_like(log_x)).sum(-1) / prep.lengths.clamp(min=1)
+    # Padding has log r = 0, inside every clip range, so log x = 0 there: a plain row sum is exact.
+    mean_log_x = log_x.sum(-1) / prep.lengths.clamp(min=1)
     valid = prep.lengths > 0
     geo = torch.where(valid, torch.exp(mean_log_x), torch.zeros_like(mean_log_x))
     loss = _sequence_loss(prep.adv.squeeze(-1) * geo, num_sequences)
@@ -240,11 +247,12 @@ class _LogMeanExp(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, log_x, include, count, p):
-        neg_inf = torch.tensor(float("-inf"), dtype=log_x.dtype, device=log_x.device)
-        shift = torch.where(include, log_x, neg_inf).amax(dim=-1, keepdim=True)
-        z = torch.where(include, torch.addcmul(-p * shift, p, log_x), torch.zeros((), dtype=log_x.dtype, device=log_x.device))
+        # include is a 0/1 float weight; log_x is finite (|log x| <= MAX_ABS_LOG_RATIO), so masking
+        # by multiplication is exact and excluded tokens get z = 0 (expm1 = 0) and e = 0.
+        shift = (log_x - (1.0 - include) * _PADDING_OFFSET).amax(dim=-1, keepdim=True)
+        z = torch.addcmul(-p * shift, p, log_x) * include
         mean_expm1 = torch.expm1(z).sum(dim=-1, keepdim=True) / count
-        e = torch.exp(z).masked_fill_(~include, 0.0)
+        e = torch.exp(z) * include
         sum_exp = e.sum(dim=-1, keepdim=True)
         log_mean = torch.where(mean_expm1 > -0.5, torch.log1p(mean_expm1), torch.log(sum_exp / count))
         ctx.save_for_backward(e, sum_exp, p)
@@ -258,19 +266,24 @@ class _LogMeanExp(torch.autograd.Function):
         return e * (grad_log_mean * p / sum_exp), None, None, None
 
 
-def log_power_mean(log_x: torch.Tensor, mask: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+def log_power_mean(
+    log_x: torch.Tensor, mask: torch.Tensor, p: torch.Tensor, lengths: torch.Tensor | None = None
+) -> torch.Tensor:
     """log M_p(x) = (1/p) log mean_t exp(p log x_t) over the valid tokens of each row.
 
-    ``p`` is an [N, 1] column in (0, 1]. Rows with no valid token return log M = 0 and must be
+    ``log_x`` must be finite (the losses guarantee |log x| <= MAX_ABS_LOG_RATIO; padding is then
+    masked by multiplication). ``p`` is an [N, 1] column in (0, 1]. Rows with no valid token return
+    log M = 0 and must be
     masked by the caller; their computation stays finite so that no NaN reaches the gradient.
     Computed as c + log(mean_t exp(p (log x_t - c))) / p with c = max_t log x_t, see _LogMeanExp.
+    ``lengths`` ([N], valid tokens per row) may be passed to save a pass over the mask.
     """
-    lengths = mask.sum(dim=-1, keepdim=True)
+    lengths = (mask.sum(dim=-1) if lengths is None else lengths).reshape(-1, 1)
     empty = lengths == 0
     include = mask | empty  # an empty row averages its (finite) padding instead of an empty set
     count = torch.where(empty, torch.full_like(lengths, mask.shape[-1]), lengths).to(log_x.dtype)
     p = p.to(log_x.dtype).expand(log_x.shape[0], 1)
-    shift, log_mean_exp = _LogMeanExp.apply(log_x, include, count, p)
+    shift, log_mean_exp = _LogMeanExp.apply(log_x, include.to(log_x.dtype), count, p)
     log_mean = shift.detach() + log_mean_exp / p
     return torch.where(empty, torch.zeros_like(log_mean), log_mean).squeeze(-1)
 
@@ -305,7 +318,7 @@ def apmpo_loss(
     el = eh if clip == "symmetric" else _per_sequence(eps_low, n, dtype, device)
     _check_eps_low_below_one(el, "eps_high (the lower bound under symmetric clip)" if clip == "symmetric" else "eps_low")
     log_x, ch, cl = clipped_log_ratio(prep.log_ratio, prep.adv, torch.log1p(-el), torch.log1p(eh))
-    power_mean = torch.exp(log_power_mean(log_x, prep.mask, p_col))
+    power_mean = torch.exp(log_power_mean(log_x, prep.mask, p_col, prep.lengths))
     power_mean = torch.where(prep.lengths > 0, power_mean, torch.zeros_like(power_mean))
     loss = _sequence_loss(prep.adv.squeeze(-1) * power_mean, num_sequences)
     return loss, _metrics(prep, ch, cl, p_col, eh, el)
