@@ -316,7 +316,7 @@ def main(argv=None) -> int:
         )
         for mode in modes:
             parts = ", ".join(
-                f"{name} {100 * results[(mode, name)][0] / scaled:.4f}%" for name in args.losses
+                f"{name} {100 * results[(mode, name)][0] / scaled:.1e}%" for name in args.losses
             )
             print(f"  loss time / model time ({mode}): {parts} (target < 1%)")
     return 0
