@@ -2,12 +2,16 @@
 
 Measures, for every loss of the registry at a realistic rollout shape (default 64 sequences x
 4096 tokens; fp32 on CPU, bf16 inputs on CUDA):
-  * the median wall time of loss forward + backward (eager, and under torch.compile),
+  * the median and minimum time of loss forward + backward (eager, and under torch.compile):
+      CUDA: wall time after torch.cuda.synchronize();
+      CPU:  with one thread (the default), the thread's CPU time, which does not count time spent
+            descheduled by other processes on a shared machine (wall time with more threads),
   * the peak memory of that forward + backward above what was live before it:
       CUDA: torch.cuda.max_memory_allocated() (caching-allocator bytes handed to tensors);
-      CPU:  PyTorch's own CPU allocation events recorded by torch.profiler(profile_memory=True),
-            replayed in time order (allocations +, frees -): the peak of live tensor bytes. It
-            counts tensor storage only, not allocator caching or Python objects,
+      CPU:  every allocation and free of PyTorch's CPU allocator recorded by
+            torch.profiler(profile_memory=True), replayed in time order: the peak of live tensor
+            bytes. It counts tensor storage only (including the gradient of the log-probs), not
+            allocator caching, the process RSS or Python objects,
   * the ratios to GRPO (targets for APMPO: <= 2x time, <= 1.5x peak memory, eager),
   * the loss time as a fraction of the policy's own forward + backward over the same tokens, using a
     Qwen2.5-0.5B-shaped model (transformers Qwen2Config: hidden 896, intermediate 4864, 14 heads,
@@ -63,8 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="dtype of the log-prob inputs; auto: bfloat16 on CUDA, float32 on CPU (losses accumulate in fp32)",
     )
     ap.add_argument("--losses", default="grpo,dapo,gmpo,apmpo", help="comma-separated registry names; grpo is always included")
-    ap.add_argument("--repeats", type=int, default=50, help="timed forward+backward repetitions per loss (median is reported)")
-    ap.add_argument("--warmup", type=int, default=3, help="untimed repetitions before timing (also triggers compilation)")
+    ap.add_argument("--repeats", type=int, default=50, help="timed forward+backward repetitions per loss (median and min are reported; default 50)")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed repetitions before timing (also triggers compilation; default 3)")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile measurements")
     ap.add_argument(
         "--model-tokens",
@@ -78,8 +82,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--threads",
         type=int,
         default=-1,
-        help="torch.set_num_threads; default -1: 1 thread on CPU (stabler timings on a shared machine; "
-        "the ratios barely depend on it), PyTorch's default on CUDA; 0 keeps PyTorch's default",
+        help="torch.set_num_threads; default -1: 1 thread on CPU (stabler timings on a shared "
+        "machine), PyTorch's default on CUDA; 0 keeps PyTorch's default",
     )
     ap.add_argument("--seed", type=int, default=0, help="random seed of the synthetic inputs")
     args = ap.parse_args(argv)
