@@ -7,6 +7,12 @@ from collections.abc import Iterable
 import torch
 
 
+def data_checks_enabled() -> bool:
+    """Value checks that read tensor contents (a device sync, a graph break under torch.compile)
+    run in eager mode only; shape and choice checks always run."""
+    return not torch.compiler.is_compiling()
+
+
 def check_choice(name: str, value: str, allowed: Iterable[str]) -> None:
     allowed = tuple(allowed)
     if value not in allowed:
@@ -45,11 +51,13 @@ def check_scalar_or_per_sample(
 ) -> None:
     """A hyper-parameter given as a float or a [N] tensor (one value per sequence)."""
     if isinstance(value, torch.Tensor):
+        if value.dim() not in (0, 1) or (value.dim() == 1 and value.shape != (n,)):
+            raise ValueError(f"{name} must be a float or a tensor of shape [{n}] (one per sequence), got {tuple(value.shape)}")
+        if not data_checks_enabled():
+            return
         if value.dim() == 0:
             check_range(name, float(value), low, high, low_inclusive)
             return
-        if value.shape != (n,):
-            raise ValueError(f"{name} must be a float or a tensor of shape [{n}] (one per sequence), got {tuple(value.shape)}")
         lo = float(value.min())
         hi = float(value.max())
         check_range(f"{name} (min over sequences)", lo, low, high, low_inclusive)
