@@ -98,14 +98,14 @@ def load_sql(spec: BenchmarkSpec, path: Path, options: LoadOptions, extra: dict)
     missing: dict[str, int] = {}
     schemas: dict[str, str] = {}
     problems = []
-    for i, row in enumerate(rows):
+    if not isinstance(rows, list):
+        raise ValueError(f"{path}: expected a JSON list of questions")
+    for i, row in enumerate(rows[: options.limit]):
         db_id = _field(row, "db_id", path, i)
         db_path = db_root / db_id / f"{db_id}.sqlite"
         if not db_path.is_file():
             missing[db_id] = missing.get(db_id, 0) + 1
             continue
-        if options.limit is not None and len(problems) >= options.limit:
-            continue  # keep scanning only to count missing databases
         if db_id not in schemas:
             schemas[db_id] = sqlite_schema(db_path)
         gold_sql = _field(row, gold_field, path, i)
