@@ -39,8 +39,8 @@ def _table1_columns() -> list[Column]:
         cols.append(Column(f"{b}_pass@1", f"{BENCHMARKS[b].title} P@1", b, "pass@1"))
         if b in PASS16_BENCHMARKS:
             cols.append(Column(f"{b}_pass@16", f"{BENCHMARKS[b].title} P@16", b, "pass@16"))
-    cols.append(Column("avg_pass@1", "Avg P@1", None, "pass@1"))
-    cols.append(Column("avg_pass@16", "Avg P@16", None, "pass@16"))
+    cols.append(Column("avg_pass@1", "Avg. P@1", None, "pass@1"))
+    cols.append(Column("avg_pass@16", "Avg. P@16", None, "pass@16"))
     return cols
 
 
@@ -175,10 +175,6 @@ def _md_headers(columns: list[Column]) -> list[str]:
             heads.append(col.title.replace(" P@1", "") + " (P@1 / P@16)")
             i += 2
             continue
-        if col.key == "avg_pass@1" and i + 1 < len(columns) and columns[i + 1].key == "avg_pass@16":
-            heads.append("Avg. (P@1 / P@16)")
-            i += 2
-            continue
         heads.append(col.title.replace(" P@1", ""))
         i += 1
     return heads
@@ -211,7 +207,8 @@ def render_md(tables: dict[str, list[dict]], limited: list[str]) -> str:
                 if kind == "mean" and r["n_runs"] > 1:
                     label += f" (n={r['n_runs']})"
                 if kind == "run":
-                    label += f" seed={r['train_seed']} ({r['run_name']})"
+                    seed = "–" if r["train_seed"] is None else r["train_seed"]
+                    label += f" seed={seed} ({r['run_name']})"
                 out.append("| " + " | ".join([label, *_md_cells(r, pcols)]) + " |")
             out.append("")
     if limited:
