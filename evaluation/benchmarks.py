@@ -35,7 +35,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
                       ("db_id",), loader=_loaders.load_sql),
         BenchmarkSpec("bird", "BIRD", "sql", "sql/bird/dev.json", "SQL (executed on the database)",
                       ("db_id",), loader=_loaders.load_sql),
-        BenchmarkSpec("geometry3k", "Geometry3K", "choice", "geometry3k/test", "answer (choice letter)", ("problem_type_goal",),
+        BenchmarkSpec("geometry3k", "Geometry3K", "choice", "geometry3k/test", "answer (choice letter)",
                       multimodal=True, loader=_loaders.load_geometry3k),
     ]
 }

@@ -72,10 +72,18 @@ def bigram_model_dir(tmp_path_factory) -> Path:
     return build_bigram_model(tmp_path_factory.mktemp("bigram") / "model")
 
 
-def run_cli(module: str, *args: str, timeout: float = 300, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+def _run_cli(module: str, *args: str, timeout: float = 300, env_extra: dict | None = None) -> subprocess.CompletedProcess:
     """``python -m <module> args`` from the repository root, as a user runs it."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    # One thread per process: the tiny models are faster so on a busy 2-core machine.
+    env.setdefault("OMP_NUM_THREADS", "1")
     env.update(env_extra or {})
     return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def run_cli():
+    """``run_cli("evaluation.run", *args)``: the CLI in a subprocess, from the repository root."""
+    return _run_cli
