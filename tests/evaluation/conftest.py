@@ -87,3 +87,15 @@ def _run_cli(module: str, *args: str, timeout: float = 300, env_extra: dict | No
 def run_cli():
     """``run_cli("evaluation.run", *args)``: the CLI in a subprocess, from the repository root."""
     return _run_cli
+
+
+@pytest.fixture(scope="session")
+def embedding_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """A sentence-transformers folder (tiny Llama encoder + mean pooling), built locally."""
+    from sentence_transformers import SentenceTransformer, models
+
+    out = tmp_path_factory.mktemp("embedder") / "model"
+    encoder = models.Transformer(str(tiny_model_dir), max_seq_length=256)
+    pooling = models.Pooling(encoder.get_word_embedding_dimension(), pooling_mode="mean")
+    SentenceTransformer(modules=[encoder, pooling], device="cpu").save(str(out))
+    return out
