@@ -58,6 +58,7 @@ class Run:
     method: str
     train_seed: int | None
     run_name: str
+    step: int | None = None
     metrics: dict[str, dict] = field(default_factory=dict)  # benchmark -> metrics
     limits: dict[str, int | None] = field(default_factory=dict)
 
@@ -94,7 +95,7 @@ def find_runs(paths: list[str]) -> list[Path]:
 def load_run(path: Path) -> Run:
     info = json.loads((path / "run.json").read_text())
     run = Run(path, info.get("model_name") or Path(info.get("model", path.name)).name, info.get("method") or "base",
-              info.get("train_seed"), info.get("run_name") or path.name)
+              info.get("train_seed"), info.get("run_name") or path.name, info.get("checkpoint_step"))
     for bdir in sorted(path.iterdir()):
         mfile = bdir / "metrics.json"
         if mfile.is_file():
@@ -119,15 +120,17 @@ def _seed_key(run: Run):
 
 def build_rows(runs: list[Run], columns: list[Column]) -> list[dict]:
     """Aggregated rows (kind 'mean') followed by each group's runs (kind 'run'), grouped by model."""
-    groups: dict[tuple[str, str], list[Run]] = {}
+    groups: dict[tuple[str, str, int | None], list[Run]] = {}
     for r in runs:
-        groups.setdefault((r.model, r.method), []).append(r)
+        groups.setdefault((r.model, r.method, r.step), []).append(r)
     rows = []
     models = list(dict.fromkeys(r.model for r in runs))
     for model in models:
-        for method in sorted({m for (mo, m) in groups if mo == model}, key=_method_key):
-            members = sorted(groups[(model, method)], key=_seed_key)
-            agg = {"kind": "mean", "model": model, "method": method, "n_runs": len(members),
+        keys = sorted(((m, s) for (mo, m, s) in groups if mo == model),
+                      key=lambda k: (_method_key(k[0]), k[1] is None, k[1] or 0))
+        for method, step in keys:
+            members = sorted(groups[(model, method, step)], key=_seed_key)
+            agg = {"kind": "mean", "model": model, "method": method, "step": step, "n_runs": len(members),
                    "train_seeds": [r.train_seed for r in members], "values": {}}
             for col in columns:
                 vals = [v for r in members if (v := r.value(col)) is not None]
@@ -136,7 +139,7 @@ def build_rows(runs: list[Run], columns: list[Column]) -> list[dict]:
                     agg["values"][col.key] = {"mean": statistics.fmean(vals), "std": std, "n": len(vals)}
             rows.append(agg)
             for r in members:
-                rows.append({"kind": "run", "model": model, "method": method, "train_seed": r.train_seed,
+                rows.append({"kind": "run", "model": model, "method": method, "step": step, "train_seed": r.train_seed,
                              "run_name": r.run_name, "path": str(r.path),
                              "values": {c.key: {"mean": v, "std": None, "n": 1}
                                         for c in columns if (v := r.value(c)) is not None}})
@@ -204,6 +207,8 @@ def render_md(tables: dict[str, list[dict]], limited: list[str]) -> str:
                     current = r["model"]
                     out.append("| **" + current + "** |" + " |" * (len(heads) - 1))
                 label = method_title(r["method"])
+                if r.get("step") is not None:
+                    label += f" @step{r['step']}"
                 if kind == "mean" and r["n_runs"] > 1:
                     label += f" (n={r['n_runs']})"
                 if kind == "run":
@@ -219,14 +224,16 @@ def render_md(tables: dict[str, list[dict]], limited: list[str]) -> str:
 def render_csv(tables: dict[str, list[dict]]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["table", "kind", "model", "method", "train_seed", "run_name", "n_runs", "column", "mean", "std"])
+    writer.writerow(["table", "kind", "model", "method", "step", "train_seed", "run_name", "n_runs", "column", "mean",
+                     "std"])
     for name, rows in tables.items():
         for r in rows:
             for col in TABLES[name][1]:
                 cell = r["values"].get(col.key)
                 if cell is None:
                     continue
-                writer.writerow([name, r["kind"], r["model"], r["method"], r.get("train_seed", ""),
+                step = "" if r.get("step") is None else r["step"]
+                writer.writerow([name, r["kind"], r["model"], r["method"], step, "" if r.get("train_seed") is None else r["train_seed"],
                                  r.get("run_name", ""), r.get("n_runs", 1), col.key, f"{cell['mean']:.4f}",
                                  "" if cell["std"] is None else f"{cell['std']:.4f}"])
     return buf.getvalue()

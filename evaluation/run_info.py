@@ -3,14 +3,18 @@
 Explicit flags win. Otherwise they are read from the training config saved next to the
 checkpoint (the resolved TrainConfig YAML that the trainers write into their output_dir; looked
 for in the model folder and up to three folders above it), else: method ``base``, model name = the
-model folder's name, train seed unknown (None).
+model folder's name, train seed unknown (None). A checkpoint folder's step (global_step100, ...)
+is recorded too, so the report keeps checkpoints of one run apart.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
+
+_STEP_RE = re.compile(r"(?:global_step|checkpoint|step)[-_]?(\d+)", re.IGNORECASE)
 
 TRAIN_CONFIG_NAMES = ("train_config.yaml", "resolved_config.yaml", "config.yaml")
 
@@ -47,4 +51,12 @@ def resolve_run_identity(model_dir: str, *, method: str | None = None, model_nam
     if train_seed is None and "seed" in cfg:
         train_seed = int(cfg["seed"])
     return {"model_name": model_name, "method": method, "train_seed": train_seed,
+            "checkpoint_step": checkpoint_step(model_dir),
             "run_name": run_name or Path(model_dir).resolve().name, "identity_source": source}
+
+
+def checkpoint_step(model_dir: str | Path) -> int | None:
+    """Training step of a checkpoint folder named like global_step100(_hf), checkpoint-100 or step_100;
+    None for a final model or a base model."""
+    m = _STEP_RE.search(Path(model_dir).resolve().name)
+    return int(m.group(1)) if m else None
