@@ -108,23 +108,22 @@ def fetch(out: Path, groups: list[str], *, overwrite: bool = False, timeout_s: f
         if dest.exists() and not overwrite and item.unzip_to is None:
             continue
         dest.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as tmp:
-                with urllib.request.urlopen(item.url, timeout=timeout_s) as resp:
-                    shutil.copyfileobj(resp, tmp)
+        with tempfile.NamedTemporaryFile(dir=dest.parent, prefix=".download-", delete=False) as tmp:
             tmp_path = Path(tmp.name)
+        try:
+            with urllib.request.urlopen(item.url, timeout=timeout_s) as resp, open(tmp_path, "wb") as fh:
+                shutil.copyfileobj(resp, fh)
             if item.sha256 and _sha256(tmp_path) != item.sha256:
-                tmp_path.unlink()
                 failures.append(f"{item.url}: sha256 mismatch")
-                continue
-            if item.unzip_to is not None:
+            elif item.unzip_to is not None:
                 with zipfile.ZipFile(tmp_path) as zf:
                     _safe_extract(zf, out / item.unzip_to)
-                tmp_path.unlink()
             else:
                 os.replace(tmp_path, dest)
         except Exception as exc:  # noqa: BLE001 - report every failed file, keep going
             failures.append(f"{item.url}: {type(exc).__name__}: {exc}")
+        finally:
+            tmp_path.unlink(missing_ok=True)
     return failures
 
 

@@ -55,6 +55,10 @@ def serve(conn: Connection) -> None:
 def main(argv: list[str]) -> None:
     fd, memory_limit, parent_pid = int(argv[0]), int(argv[1]), int(argv[2])
     _limit_memory(memory_limit)
+    # The caller reports timeouts with a reason; math-verify's own per-timeout warnings are noise.
+    import logging
+
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
     serve(Connection(fd))
 

@@ -38,7 +38,7 @@ def extract_choice_answer(response: str) -> str | None:
     boxed = last_boxed(response)
     if boxed is not None:
         return _clean(boxed) or None
-    tail = response[-2000:]
+    tail = strip_markdown_emphasis(response[-2000:])
     phrases = _ANSWER_PHRASE_RE.findall(tail)
     if phrases:
         return phrases[-1].upper()

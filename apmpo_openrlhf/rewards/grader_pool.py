@@ -4,7 +4,7 @@ Why not ``concurrent.futures.ProcessPoolExecutor``: it cannot kill one stuck wor
 there means tearing the whole pool down and losing every other caller's in-flight task. Here each
 call borrows one worker exclusively; if the call overruns, only that worker is killed (SIGKILL)
 and replaced, and the caller gets :class:`GradingTimeout`. Threads may call concurrently: the
-idle-worker queue is the only shared state. Workers die with the parent (pipe EOF, a parent
+idle-worker queue is the only shared state. Workers die with the parent (socket EOF, a parent
 watchdog, ``atexit``), so no process outlives the interpreter.
 
 The function sent to a worker must be picklable by reference (a module-level function).
@@ -20,8 +20,8 @@ import socket
 import subprocess
 import sys
 import threading
-from multiprocessing.connection import Connection
 from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
 from typing import Any, Callable, Iterable, Sequence
 
 logger = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ class GradingTimeout(TimeoutError):
 
 
 class GradingWorkerError(RuntimeError):
-    """The worker process died (crash, out of memory) while running the call."""
+    """The worker died during the call (crash, killed), or the function raised (its message)."""
 
 
 class _Worker:
@@ -51,8 +51,11 @@ class _Worker:
     def __init__(self, memory_limit: int | None):
         parent_sock, child_sock = socket.socketpair()
         env = dict(os.environ)
+        # Single-threaded graders: no BLAS/OpenMP thread pools (they also inflate the address space).
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env.setdefault(var, "1")
         # The child must import this very package (worktree, editable install, or sys.path hack).
-        env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in [*sys.path, env.get("PYTHONPATH", "")] if p)
         cmd = [
             sys.executable, "-m", "apmpo_openrlhf.rewards._grader_worker",
             str(child_sock.fileno()), str(memory_limit or 0), str(os.getpid()),
@@ -185,7 +188,8 @@ class GraderPool:
                     raise
                 return on_error(exc)
 
-        with ThreadPoolExecutor(max_workers=self.n_workers, thread_name_prefix="grader-map") as ex:
+        # More threads than workers: a worker never idles while its next task is being sent.
+        with ThreadPoolExecutor(max_workers=3 * self.n_workers, thread_name_prefix="grader-map") as ex:
             return list(ex.map(one, items))
 
     def shutdown(self) -> None:

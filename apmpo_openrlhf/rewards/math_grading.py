@@ -10,6 +10,7 @@ limit, so a pathological answer costs at most ``timeout`` seconds in any calling
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Iterable, NamedTuple
 
@@ -21,8 +22,11 @@ logger = logging.getLogger(__name__)
 
 MATH_TIMEOUT_S = 5.0
 # Soft limits inside the worker (seconds, SIGALRM); the pool's hard limit is MATH_TIMEOUT_S.
-_PARSE_SOFT_S = 2
+_PARSE_SOFT_S = 1
 _VERIFY_SOFT_S = 2
+
+
+_TEXTBF_RE = re.compile(r"\\textbf\{([^{}]*)\}")
 
 
 class Grade(NamedTuple):
@@ -48,7 +52,9 @@ def prepare_prediction(response: str) -> str | None:
     """The part of the response given to the parser: ``\\boxed{last boxed}`` or the response tail."""
     boxed = last_boxed(response)
     if boxed is not None:
-        boxed = strip_markdown_emphasis(boxed).strip()
+        boxed = strip_markdown_emphasis(boxed)
+        # Formatting that math-verify misreads: \textbf{(073)} and a sentence's final period.
+        boxed = _TEXTBF_RE.sub(r"\1", boxed).strip().rstrip(".").strip()
         if not boxed or len(boxed) > MAX_ANSWER_CHARS:
             return None
         return "\\boxed{" + boxed + "}"
@@ -81,6 +87,22 @@ def _grade_in_worker(pred_text: str, gold_latex: str, boxed: bool) -> Grade:
     return Grade(0.0, "timeout" if time.monotonic() - start >= _VERIFY_SOFT_S * 0.95 else "wrong")
 
 
+_INTEGER_RE = re.compile(r"^[+-]?\d{1,50}$")
+
+
+def _fast_grade(pred: str, gold_latex: str) -> Grade | None:
+    """Decide without math-verify when it is certain: identical boxed text, or two integers."""
+    if not (pred.startswith("\\boxed{") and gold_latex.startswith("\\boxed{")):
+        return None
+    a = re.sub(r"\s+", "", pred[7:-1])
+    b = re.sub(r"\s+", "", gold_latex[7:-1])
+    if a == b:
+        return Grade(1.0, "correct")
+    if _INTEGER_RE.match(a) and _INTEGER_RE.match(b):
+        return Grade(1.0, "correct") if int(a) == int(b) else Grade(0.0, "wrong")
+    return None
+
+
 def _task(response: str, gold: object) -> tuple[str, str, bool] | Grade:
     if not isinstance(response, str):
         return Grade(0.0, f"error: response must be str, got {type(response).__name__}")
@@ -91,6 +113,9 @@ def _task(response: str, gold: object) -> tuple[str, str, bool] | Grade:
     pred = prepare_prediction(response)
     if pred is None:
         return Grade(0.0, "no_answer")
+    fast = _fast_grade(pred, gold_latex)
+    if fast is not None:
+        return fast
     return pred, gold_latex, pred.startswith("\\boxed{")
 
 
@@ -100,17 +125,22 @@ def _from_exception(exc: BaseException) -> Grade:
     return Grade(0.0, f"error: {exc}"[:300])
 
 
+def _log_if_abnormal(grade: Grade, pred: str) -> Grade:
+    if grade.reason == "timeout" or grade.reason.startswith("error"):
+        logger.warning("math grading scored 0 (%s) for answer %.80r", grade.reason, pred)
+    return grade
+
+
 def grade_math(response: str, gold: object, *, timeout: float = MATH_TIMEOUT_S) -> Grade:
     """Score and reason for one response. Never raises for bad model output; never blocks > timeout."""
     task = _task(response, gold)
     if isinstance(task, Grade):
         return task
     try:
-        return default_pool().call(_grade_in_worker, *task, timeout=timeout)
+        grade = default_pool().call(_grade_in_worker, *task, timeout=timeout)
     except (GradingTimeout, GradingWorkerError) as exc:
         grade = _from_exception(exc)
-        logger.warning("math grading scored 0 (%s) for answer %.80r", grade.reason, task[0])
-        return grade
+    return _log_if_abnormal(grade, task[0])
 
 
 def grade_math_batch(
@@ -119,7 +149,8 @@ def grade_math_batch(
     """:func:`grade_math` over many (response, gold) pairs, spread over all pool workers."""
     tasks = [_task(r, g) for r, g in pairs]
     todo = [t for t in tasks if not isinstance(t, Grade)]
-    done = iter(default_pool().map(_grade_in_worker, todo, timeout=timeout, on_error=_from_exception))
+    graded = default_pool().map(_grade_in_worker, todo, timeout=timeout, on_error=_from_exception)
+    done = iter(_log_if_abnormal(g, t[0]) for g, t in zip(graded, todo))
     return [t if isinstance(t, Grade) else next(done) for t in tasks]
 
 

@@ -27,6 +27,7 @@ from apmpo_openrlhf.rewards.registry import grade_label  # noqa: E402
 logger = logging.getLogger("apmpo_openrlhf.rewards.openrlhf_reward")
 
 # Chat-template end markers left in the decoded response (decoded with special tokens).
+_ASSISTANT_MARKERS = ("<|im_start|>assistant", "<｜Assistant｜>", "<|start_header_id|>assistant<|end_header_id|>")
 _END_MARKERS = ("<|im_end|>", "<|endoftext|>", "<｜end▁of▁sentence｜>", "</s>", "<|eot_id|>")
 
 
@@ -41,8 +42,12 @@ def response_from_query(query: str, prompt: str) -> str:
         if prompt and len(common) >= 0.9 * len(prompt):
             response = query[len(common):]
         else:
-            cut = max(query.rfind("<|im_start|>assistant"), query.rfind("<｜Assistant｜>"))
-            response = query[cut:] if cut >= 0 else query
+            response = query
+            for marker in _ASSISTANT_MARKERS:
+                cut = query.rfind(marker)
+                if cut >= 0:
+                    response = query[cut + len(marker):].lstrip("\n")
+                    break
     for marker in _END_MARKERS:
         response = response.replace(marker, "")
     return response
