@@ -15,7 +15,6 @@ harness's own resume, so rerunning a batch continues it. Then OUT_ROOT/report.{m
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import subprocess
 import sys

@@ -15,7 +15,7 @@ from apmpo_openrlhf.paths import data_dir as resolve_data_dir
 from . import _loaders
 from .problems import BenchmarkSpec, LoadedBenchmark, LoadOptions, Problem
 
-__all__ = ["BENCHMARKS", "DEFAULT_BENCHMARKS", "MATH_BENCHMARKS", "BenchmarkSpec", "LoadOptions", "LoadedBenchmark",
+__all__ = ["BENCHMARKS", "MATH_BENCHMARKS", "BenchmarkSpec", "LoadOptions", "LoadedBenchmark",
            "Problem", "load_benchmark"]
 
 
@@ -39,7 +39,6 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
                       multimodal=True, loader=_loaders.load_geometry3k),
     ]
 }
-DEFAULT_BENCHMARKS = tuple(BENCHMARKS)
 MATH_BENCHMARKS = ("math500", "aime24", "aime25", "amc23", "minerva", "olympiadbench")
 
 

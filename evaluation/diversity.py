@@ -24,6 +24,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ._cli import HelpFormatter
 from .report import ReportError, find_runs, load_run, method_title
 from .store import JsonlStore, write_json_atomic
 
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Diversity of the samples of each prompt (paper Table 4): Self-BLEU, average cosine similarity "
         "of sentence embeddings (ACS) and, optionally, an LLM-judged diversity score. Reads the samples.jsonl "
         "files written by python -m evaluation.run; writes <run>/<benchmark>/diversity.json.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     parser.add_argument("runs", nargs="+", help="evaluation.run --out folders (or folders holding several)")
     parser.add_argument("--benchmark", default="math500", help="benchmark whose samples are measured")
     parser.add_argument("--embedding-model", default=None,

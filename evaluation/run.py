@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import time
@@ -25,9 +24,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ._cli import HelpFormatter
 from .backends import BACKENDS, SamplingSettings, make_backend
 from .backends.base import is_multimodal_model
-from .benchmarks import BENCHMARKS, DEFAULT_BENCHMARKS, LoadOptions, Problem, load_benchmark
+from .benchmarks import BENCHMARKS, MATH_BENCHMARKS, LoadOptions, Problem, load_benchmark
 from .grading import grade_problems
 from .metrics import summarize
 from .run_info import resolve_run_identity
@@ -63,11 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate a model on the paper's benchmarks (SPEC.md 6): n samples per problem, "
         "graded by apmpo_openrlhf.rewards; Pass@1, unbiased Pass@k, response length, truncation rate. "
         "Resumable: rerun the same command to continue an interrupted run.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--model", required=True, help="Hugging Face model directory (local path) to evaluate")
-    p.add_argument("--benchmarks", default=",".join(DEFAULT_BENCHMARKS),
-                   help=f"comma-separated benchmarks, from: {', '.join(BENCHMARKS)}")
+    p.add_argument("--benchmarks", default=",".join(MATH_BENCHMARKS),
+                   help=f"comma-separated benchmarks, from: {', '.join(BENCHMARKS)} (default: the six math "
+                   "benchmarks of Table 1; SQL models take spider,bird and the VL model geometry3k, SPEC.md 6)")
     p.add_argument("--out", required=True, help="output directory of this run (created; reused to resume)")
     p.add_argument("--n", type=int, default=16, help="samples per problem")
     p.add_argument("--temperature", type=float, default=0.6, help="sampling temperature (> 0)")

@@ -5,7 +5,7 @@ Text-only: image parts of a prompt are dropped (Geometry3K then sees only its te
 
 from __future__ import annotations
 
-from .base import Backend, Completion, PromptInput, SamplingSettings
+from .base import Backend, Completion, PromptInput, SamplingSettings, is_multimodal_model
 
 
 class HFBackend(Backend):
@@ -15,6 +15,8 @@ class HFBackend(Backend):
     def __init__(self, model: str, dtype: str = "auto", max_model_len: int | None = None, batch_size: int = 16,
                  **unused):
         super().__init__(model)
+        if is_multimodal_model(model):
+            raise ValueError(f"--model {model} is a vision-language model: use --backend vllm (the hf backend is text-only)")
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
