@@ -24,6 +24,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from apmpo_openrlhf.data.sources import DataFormatError
+
 from ._cli import HelpFormatter
 from .backends import BACKENDS, SamplingSettings, make_backend
 from .backends.base import is_multimodal_model
@@ -31,7 +33,7 @@ from .benchmarks import BENCHMARKS, MATH_BENCHMARKS, LoadOptions, Problem, load_
 from .grading import grade_problems
 from .metrics import summarize
 from .run_info import resolve_run_identity
-from .store import JsonlStore, write_json_atomic
+from .store import JsonlStore, StoreCorruptError, write_json_atomic
 
 HARNESS_ROOT = Path(__file__).resolve().parents[1]
 
@@ -241,7 +243,7 @@ def run(argv: list[str] | None = None) -> int:
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except FileNotFoundError as err:
+    except (FileNotFoundError, DataFormatError, StoreCorruptError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

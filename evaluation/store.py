@@ -16,6 +16,10 @@ from pathlib import Path
 Key = tuple[str, int]
 
 
+class StoreCorruptError(ValueError):
+    """A JSONL line other than the last is not valid JSON (the file was edited or damaged)."""
+
+
 def sample_key(record: dict) -> Key:
     return (str(record["problem_id"]), int(record["sample_index"]))
 
@@ -42,7 +46,7 @@ class JsonlStore:
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as err:
-                    raise ValueError(f"{self.path}: line at byte {pos} is not valid JSON ({err}); "
+                    raise StoreCorruptError(f"{self.path}: line at byte {pos} is not valid JSON ({err}); "
                                      "delete the file to start this benchmark over") from err
                 # A key written twice keeps its first value: rewriting never changes finished work.
                 self._records.setdefault(sample_key(record), record)

@@ -96,3 +96,20 @@ def test_help_lists_every_option(capsys):
                  "--backend", "--tensor-parallel-size", "--max-tokens", "--data-dir", "--bird-db-dir",
                  "--method", "--run-name", "--stop-after-chunks"):
         assert flag in text
+
+
+def test_malformed_benchmark_file(model_dir, tmp_path, capsys):
+    bad = tmp_path / "data" / "math_eval" / "aime24" / "test.jsonl"
+    bad.parent.mkdir(parents=True)
+    bad.write_text('{"id": 1, "problem": "1+1?", "answer": "2"}\n{"id": 2, "problem": \n')
+    err = _err(capsys, ["--model", str(model_dir), "--out", str(tmp_path / "o"), "--benchmarks", "aime24",
+                        "--data-dir", str(tmp_path / "data")])
+    assert f"{bad}:2" in err and "invalid JSON" in err
+
+
+def test_damaged_results_file(model_dir, tmp_path, capsys, data_dir):
+    out = tmp_path / "o"
+    (out / "aime24").mkdir(parents=True)
+    (out / "aime24" / "generations.jsonl").write_text('{"problem_id": "a", "sample_index": 0}\n{oops\n{}\n')
+    err = _err(capsys, ["--model", str(model_dir), "--out", str(out), "--benchmarks", "aime24", "--limit", "1"])
+    assert "generations.jsonl" in err and "not valid JSON" in err
