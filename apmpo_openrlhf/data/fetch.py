@@ -3,10 +3,10 @@
 Sources are the pinned GitHub commits recorded in the data provenance notes (PROVENANCE.md of
 the reference data): Qwen2.5-Math (aime24, amc23, minerva, olympiadbench), simpleRL-reason
 (math500), AReaL (aime25), text2SQL (Spider dev + databases), DAMO-ConvAI and bird-bench
-(BIRD dev questions and schemas), InterGPS (Geometry3K zips). Files with a known sha256 are
-verified. Not downloadable this way: BIRD databases (get them from bird-bench.github.io) and
-MATH train as one file (Qwen2.5-Math's ``math/train.jsonl`` is used; it has the same problem and
-solution fields).
+(BIRD dev questions and schemas); Geometry3K zips from the official InterGPS download page.
+Files with a known sha256 are verified. MATH train comes from Qwen2.5-Math's
+``math/train.jsonl`` (not checked offline). BIRD databases are not fetched (get them from
+bird-bench.github.io).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ _AREAL = "https://raw.githubusercontent.com/inclusionAI/AReaL/f55fe685c661b0117d
 _SPIDER = "https://raw.githubusercontent.com/hyukkyukang/text2SQL/999f5e467a3c2a263533f1dfa3d0106a18d343d1/datasets/spider"
 _BIRD_DEV = "https://raw.githubusercontent.com/AlibabaResearch/DAMO-ConvAI/03898f5f9fed0d232afea3a05a42a830bfe0e8e9/bird/llm/data/dev.json"
 _BIRD_TABLES = "https://raw.githubusercontent.com/bird-bench/mini_dev/525fa302278cb9be5cc9d562da1624ff7c1b2c01/llm/data/dev_tables.json"
-_INTERGPS = "https://github.com/lupantech/InterGPS/raw/99e6b5293c7bb4a5eaf2a370e6b213c79ab33ebb/data/geometry3k"
+_INTERGPS = "https://lupantech.github.io/inter-gps/geometry3k"  # the official download page
 
 SPIDER_DEV_DBS = (
     "battle_death", "car_1", "concert_singer", "course_teach", "cre_Doc_Template_Mgt", "dog_kennels",

@@ -119,7 +119,8 @@ def load_math(
 def _math_record(name: str, id_field: str | None, rec: dict, where: str, lineno: int) -> dict[str, Any]:
     problem_key = "question" if name == "olympiadbench" else "problem"
     problem = _field(rec, problem_key, where).strip()
-    if name in ("minerva", "math_train"):
+    if name in ("minerva", "math_train") and rec.get("answer") is None:
+        # The original files have no answer field (other copies, e.g. Qwen2.5-Math's, do).
         solution = _field(rec, "solution", where)
         answer = last_boxed(solution)
         if answer is None:

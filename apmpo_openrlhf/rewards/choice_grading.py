@@ -16,8 +16,9 @@ from .registry import register_reward
 
 LETTERS = "ABCDEFGH"
 _LETTER_RE = re.compile(r"^\(?\s*([A-H])\s*\)?(?:[.:)]|\s|$)")
+# Keyword case-insensitive, letter upper-case only ("the answer is a triangle" names no choice).
 _ANSWER_PHRASE_RE = re.compile(
-    r"(?:answer|choice|option)\s*(?:is|:)?\s*[:\s]*\(?\$?\\?(?:text\{|textbf\{|mathrm\{)?\s*([A-H])\b", re.IGNORECASE
+    r"(?i:answer|choice|option)\s*(?i:is|:)?\s*[:\s]*\(?\$?\\?(?:text\{|textbf\{|mathrm\{)?\s*([A-H])\b"
 )
 _TEXT_WRAPPER_RE = re.compile(r"\\(?:text|textbf|mathrm|mathbf)\s*\{([^{}]*)\}")
 
@@ -41,7 +42,7 @@ def extract_choice_answer(response: str) -> str | None:
     tail = strip_markdown_emphasis(response[-2000:])
     phrases = _ANSWER_PHRASE_RE.findall(tail)
     if phrases:
-        return phrases[-1].upper()
+        return phrases[-1]
     lines = [ln for ln in tail.strip().splitlines() if ln.strip()]
     if lines:
         m = _LETTER_RE.match(_clean(lines[-1]))

@@ -98,3 +98,13 @@ def test_geometry_record_checks(tmp_path):
     (d / "img_diagram.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     with pytest.raises(DataFormatError, match="'answer' must be a letter indexing the 2 choices"):
         list(load_geometry3k("test", tmp_path))
+
+
+def test_math_train_answer_field_or_boxed(tmp_path):
+    _layout(tmp_path, "math_train", [
+        json.dumps({"problem": "p1", "solution": "so $\\boxed{\\frac{1}{2}}$.", "unique_id": "a"}),
+        json.dumps({"problem": "p2", "solution": "no box here", "answer": "3", "unique_id": "b"}),
+    ])
+    recs = list(load_math("math_train", tmp_path))
+    assert [r["answer"] for r in recs] == ["\\frac{1}{2}", "3"]
+    assert [r["id"] for r in recs] == ["math_train/a", "math_train/b"]

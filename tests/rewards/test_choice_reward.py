@@ -58,6 +58,8 @@ def test_extraction():
     assert extract_choice_answer("blah \\boxed{D}") == "D"
     assert extract_choice_answer("The correct option is **C**") == "C"
     assert extract_choice_answer("nothing here") is None
+    assert extract_choice_answer("The answer is a right triangle, so") is None
+    assert extract_choice_answer("Final answer: (D)") == "D"
 
 
 def test_geometry3k_test_split_gold_letters_and_values(data_dir):
