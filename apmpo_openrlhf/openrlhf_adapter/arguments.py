@@ -8,6 +8,7 @@ see exactly the flags it defines and nothing else.
 
 from __future__ import annotations
 
+import os
 import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -60,6 +61,41 @@ def algorithm_spec(cfg: TrainConfig) -> AlgorithmSpec:
     )
 
 
+PATH_BASE_ENV = "APMPO_PATH_BASE"
+
+
+def with_path_base(cfg: TrainConfig, base: str | None = None) -> TrainConfig:
+    """Relative model/data/output paths resolved against ``base`` (default: $APMPO_PATH_BASE).
+
+    ``ray job submit --working-dir .`` runs the job in a temporary copy of the repository (without
+    data/, models/, outputs/): launch/submit.sh sets APMPO_PATH_BASE to the submitting checkout so
+    that relative paths in configs keep meaning "relative to the repository" and outputs are not
+    written into the temporary copy. Without a base the paths are left as they are.
+    """
+    base = base if base is not None else os.environ.get(PATH_BASE_ENV)
+    if not base:
+        return cfg
+
+    def resolve(value: str | None) -> str | None:
+        if value is None or Path(value).is_absolute() or value.startswith(("http://", "https://")):
+            return value
+        return str(Path(base) / value)
+
+    o = cfg.openrlhf
+    return cfg.model_copy(
+        update={
+            "output_dir": resolve(cfg.output_dir),
+            "model": cfg.model.model_copy(update={"path": resolve(cfg.model.path)}),
+            "data": cfg.data.model_copy(
+                update={"train_path": resolve(cfg.data.train_path), "eval_path": resolve(cfg.data.eval_path)}
+            ),
+            "openrlhf": o.model_copy(
+                update={k: resolve(getattr(o, k)) for k in ("ckpt_path", "final_model_dir", "tensorboard_dir")}
+            ),
+        }
+    )
+
+
 def output_paths(cfg: TrainConfig) -> dict[str, str]:
     """Checkpoint, final-model and TensorBoard locations (defaults under ``output_dir``)."""
     o = cfg.openrlhf
@@ -71,23 +107,31 @@ def output_paths(cfg: TrainConfig) -> dict[str, str]:
     }
 
 
-def reward_url(cfg: TrainConfig, cwd: Path | None = None) -> str:
-    """The reward function path as the Ray workers will see it.
+def under_ray_job() -> bool:
+    """True inside a driver started by ``ray job submit`` (Ray sets this variable for it)."""
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+
+
+def reward_url(cfg: TrainConfig, cwd: Path | None = None, relative: bool | None = None) -> str:
+    """The reward function path as the Ray workers (vLLM engines) will see it.
 
     Under ``ray job submit --working-dir .`` every worker runs in its node's copy of the working
-    directory, so a path relative to it is valid everywhere; an absolute path of the driver's copy
-    would not be. Outside the working directory (or for an HTTP endpoint) the value is kept.
+    directory, so a path relative to it is valid on every node, while an absolute path of the
+    driver's copy is not: ``relative`` (default: :func:`under_ray_job`) gives the path relative to
+    ``cwd``. Otherwise the absolute path. HTTP endpoints are kept as they are.
     """
     url = cfg.openrlhf.remote_reward_url
     if url is not None and url.startswith(("http://", "https://")):
         return url
     path = Path(url) if url is not None else DEFAULT_REWARD_FILE
     cwd = (cwd or Path.cwd()).resolve()
-    resolved = path if path.is_absolute() else cwd / path
-    try:
-        return str(resolved.resolve().relative_to(cwd))
-    except ValueError:
-        return str(resolved)
+    resolved = (path if path.is_absolute() else cwd / path).resolve()
+    if relative if relative is not None else under_ray_job():
+        try:
+            return str(resolved.relative_to(cwd))
+        except ValueError:
+            pass
+    return str(resolved)
 
 
 def _require(value, key: str, what: str):
@@ -101,7 +145,7 @@ def _flag(argv: list[str], name: str, *values) -> None:
     argv.extend(str(v) for v in values)
 
 
-def openrlhf_argv(cfg: TrainConfig, cwd: Path | None = None) -> list[str]:
+def openrlhf_argv(cfg: TrainConfig, cwd: Path | None = None, relative_reward_path: bool | None = None) -> list[str]:
     """The exact flags for ``python -m openrlhf.cli.train_ppo_ray`` (without the program name)."""
     if cfg.backend != "openrlhf":
         raise ConfigError(f"backend = {cfg.backend!r}: the OpenRLHF arguments exist only for backend 'openrlhf'")
@@ -213,7 +257,7 @@ def openrlhf_argv(cfg: TrainConfig, cwd: Path | None = None) -> list[str]:
             )
         _flag(argv, "reward.overlong_buffer_len", alg.overlong_buffer_len)
         _flag(argv, "reward.overlong_penalty_factor", alg.overlong_penalty_factor)
-    _flag(argv, "reward.remote_url", reward_url(cfg, cwd))
+    _flag(argv, "reward.remote_url", reward_url(cfg, cwd, relative_reward_path))
     # Evaluation during training (needs the reward function, which is always set)
     if cfg.data.eval_path:
         _flag(argv, "eval.dataset", cfg.data.eval_path)

@@ -29,7 +29,7 @@ import yaml
 
 from ..config import ConfigError, TrainConfig
 from . import flash_attn_standin
-from .arguments import REPO_ROOT, algorithm_spec, openrlhf_argv, shell_command
+from .arguments import REPO_ROOT, algorithm_spec, openrlhf_argv, shell_command, under_ray_job, with_path_base
 
 CLI_MODULE = "openrlhf.cli.train_ppo_ray"
 
@@ -131,15 +131,22 @@ def _print_dry_run(cfg: TrainConfig, argv: list[str], messages: str) -> None:
             print(f"# {line}")
 
 
-def _worker_env() -> dict[str, str]:
-    """Environment for Ray workers when this process starts Ray itself (no `ray job submit`)."""
-    pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    return {
-        "PYTHONPATH": pythonpath,
+def worker_env(cfg: TrainConfig, job: bool) -> dict[str, str]:
+    """Environment variables for the Ray workers (OpenRLHF's defaults, as its train() sets them).
+
+    Under ``ray job submit --working-dir .`` Ray already puts the working directory on every
+    worker's path; a plain ``python -m apmpo_openrlhf.train`` on a node adds the checkout instead.
+    """
+    env = {
         "TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM", "true"),
         "NCCL_DEBUG": os.environ.get("NCCL_DEBUG", "WARN"),
         "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": os.environ.get("RAY_ENABLE_ZERO_COPY_TORCH_TENSORS", "1"),
     }
+    if not job:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    if cfg.logging.wandb is not None:
+        env["WANDB_MODE"] = cfg.logging.wandb.mode
+    return env
 
 
 def _train(cfg: TrainConfig, args, real_train) -> None:
@@ -152,22 +159,40 @@ def _train(cfg: TrainConfig, args, real_train) -> None:
         raise OpenRLHFArgumentError("--train.async_enable is not supported by the APMPO extension")
     args.apmpo = algorithm_spec(cfg).as_dict()
     if not ray.is_initialized():
-        # Under `ray job submit --working-dir .` Ray puts the working directory on every worker's
-        # path; a plain `python -m apmpo_openrlhf.train` on a node needs the checkout on PYTHONPATH.
-        ray.init(runtime_env={"env_vars": _worker_env()})
+        ray.init(runtime_env={"env_vars": worker_env(cfg, job=under_ray_job())})
     for path in (args.ckpt.path, args.ckpt.output_dir):
         Path(path).mkdir(parents=True, exist_ok=True)
     real_train(args)
 
 
+def _check_local_inputs(argv: list[str]) -> None:
+    """Before starting a cluster job: the reward file must exist (OpenRLHF would only fail inside
+    the vLLM engines), and so must the model and data paths that are local paths."""
+    value = {flag: argv[i + 1] for i, flag in enumerate(argv[:-1]) if flag.startswith("--")}
+    reward = value["--reward.remote_url"]
+    if not reward.startswith(("http://", "https://")) and not Path(reward).is_file():
+        raise ConfigError(f"openrlhf.remote_reward_url: reward function file not found: {reward}")
+    for flag, key in (("--actor.model_name_or_path", "model.path"), ("--data.prompt_dataset", "data.train_path")):
+        path = value[flag]
+        if Path(path).expanduser().exists():
+            continue
+        hub_like = len(Path(path).parts) == 2 and not path.startswith((".", "/", "~"))
+        if not hub_like:
+            raise ConfigError(f"{key} = {path!r}: not found (set the local path with --set {key}=...)")
+        print(f"warning: {key} = {path!r} is not a local path; OpenRLHF will look it up on the "
+              "Hugging Face Hub (needs internet)", file=sys.stderr)
+
+
 def run(cfg: TrainConfig, dry_run: bool) -> int:
     """Entry point of ``python -m apmpo_openrlhf.train`` for ``backend: openrlhf``; returns an exit code."""
     try:
+        cfg = with_path_base(cfg)
         argv = openrlhf_argv(cfg)
         if dry_run:
             _, messages = validate_with_openrlhf(argv)
             _print_dry_run(cfg, argv, messages)
             return 0
+        _check_local_inputs(argv)
         print(shell_command(argv), flush=True)
         from .patches import install_driver_patches
 

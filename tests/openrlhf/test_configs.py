@@ -78,7 +78,7 @@ def test_all_configs_pass_openrlhf_validation_with_paper_settings(validated):
         assert args.vllm.num_engines * args.vllm.tensor_parallel_size == 4, name
         assert args.vllm.enable_sleep and args.ds.enable_sleep, name
         assert args.critic.model_name_or_path is None, name  # OpenRLHF dropped the critic (no GAE)
-        assert args.reward.remote_url == ["apmpo_openrlhf/rewards/openrlhf_reward.py"], name
+        assert args.reward.remote_url == [str(REPO / "apmpo_openrlhf/rewards/openrlhf_reward.py")], name
         assert cfg.max_steps == 400, name
         spec = algorithm_spec(cfg)
         assert spec.group_size == 8 and spec.advantage_std == "population", name
@@ -126,6 +126,15 @@ def test_method_and_ablation_values(validated):
         cfg, _, _ = validated[abl.format(table, variant)]
         assert cfg.algorithm.loss == "apmpo" and check(cfg), (table, variant)
         assert cfg.output_dir.endswith(f"{table}/qwen2.5-math-1.5b-instruct/{variant}")
+
+
+def test_reward_file_path_is_relative_to_the_ray_job_working_dir():
+    cfg = load_config(CONFIGS / "math/qwen2.5-3b-instruct/apmpo.yaml")
+    argv = openrlhf_argv(cfg, cwd=REPO, relative_reward_path=True)
+    assert argv[argv.index("--reward.remote_url") + 1] == "apmpo_openrlhf/rewards/openrlhf_reward.py"
+    http = load_config(CONFIGS / "math/qwen2.5-3b-instruct/apmpo.yaml", ["openrlhf.remote_reward_url=http://127.0.0.1:5000/get_reward"])
+    argv = openrlhf_argv(http, cwd=REPO)
+    assert argv[argv.index("--reward.remote_url") + 1] == "http://127.0.0.1:5000/get_reward"
 
 
 def test_dry_run_prints_config_and_exact_openrlhf_arguments():
@@ -210,3 +219,28 @@ def test_dry_run_exits_2_with_message_on_bad_config():
     )
     assert proc.returncode == 2
     assert "train.lr = -1" in proc.stderr and "greater than 0" in proc.stderr
+
+
+def test_relative_paths_resolve_against_the_submitting_checkout(tmp_path):
+    from apmpo_openrlhf.openrlhf_adapter.arguments import output_paths, with_path_base
+
+    cfg = with_path_base(_apmpo("openrlhf.final_model_dir=/abs/final"), base=str(tmp_path))
+    assert cfg.model.path == str(tmp_path / "models/Qwen2.5-Math-1.5B-Instruct")
+    assert cfg.data.train_path == str(tmp_path / "data/prompts/qwen/math_train.jsonl")
+    assert cfg.output_dir == str(tmp_path / "outputs/math/qwen2.5-math-1.5b-instruct/apmpo")
+    paths = output_paths(cfg)
+    assert paths["final_model_dir"] == "/abs/final"  # absolute paths are kept
+    assert paths["ckpt_path"] == str(tmp_path / "outputs/math/qwen2.5-math-1.5b-instruct/apmpo/checkpoints")
+    assert with_path_base(_apmpo(), base="").model.path == "models/Qwen2.5-Math-1.5B-Instruct"
+
+
+def test_training_refuses_missing_local_inputs_before_starting_ray(tmp_path, capsys):
+    from apmpo_openrlhf.openrlhf_adapter.launcher import run
+
+    cfg = _apmpo(f"model.path={tmp_path}/no_model", f"data.train_path={tmp_path}/train.jsonl",
+                 f"openrlhf.remote_reward_url={tmp_path}/reward.py")
+    assert run(cfg, dry_run=False) == 2
+    assert "reward function file not found" in capsys.readouterr().err
+    (tmp_path / "reward.py").write_text("def reward_func(queries, prompts, labels):\n    return {}\n")
+    assert run(cfg, dry_run=False) == 2
+    assert f"model.path = '{tmp_path}/no_model': not found" in capsys.readouterr().err
