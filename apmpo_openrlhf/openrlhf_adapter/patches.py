@@ -10,15 +10,22 @@ The Ray workers need no patch: they receive these classes (and import this packa
 from __future__ import annotations
 
 
-def install_driver_patches() -> None:
+def install_driver_patches():
+    """Install the APMPO classes; returns a function that puts OpenRLHF's back."""
     import openrlhf.trainer.ppo_trainer as ppo_trainer_module
     import openrlhf.trainer.ray.ppo_actor as ppo_actor_module
 
     from .actor import APMPOPolicyModelActor
     from .trainer import APMPOPPOTrainer
 
+    originals = (ppo_actor_module.PolicyModelActor, ppo_trainer_module.PPOTrainer)
     ppo_actor_module.PolicyModelActor = APMPOPolicyModelActor
     ppo_trainer_module.PPOTrainer = APMPOPPOTrainer
+
+    def restore() -> None:
+        ppo_actor_module.PolicyModelActor, ppo_trainer_module.PPOTrainer = originals
+
+    return restore
 
 
 def check_installed(cli_globals: dict) -> None:

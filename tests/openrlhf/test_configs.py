@@ -244,3 +244,26 @@ def test_training_refuses_missing_local_inputs_before_starting_ray(tmp_path, cap
     (tmp_path / "reward.py").write_text("def reward_func(queries, prompts, labels):\n    return {}\n")
     assert run(cfg, dry_run=False) == 2
     assert f"model.path = '{tmp_path}/no_model': not found" in capsys.readouterr().err
+
+
+def test_training_path_hands_openrlhf_train_the_patched_classes():
+    """The wiring of a real run up to OpenRLHF's train(): patches installed before the CLI module
+    runs are what its train() uses, and the hook receives OpenRLHF's own train function."""
+    from apmpo_openrlhf.openrlhf_adapter.launcher import run_openrlhf_cli
+    from apmpo_openrlhf.openrlhf_adapter.patches import check_installed, install_driver_patches
+
+    seen = {}
+
+    def on_validated(args, real_train):
+        check_installed(real_train.__globals__)  # raises if OpenRLHF would use its own classes
+        seen["train_file"] = real_train.__code__.co_filename
+        seen["kl"] = args.algo.kl.init_coef
+
+    restore = install_driver_patches()
+    try:
+        run_openrlhf_cli(openrlhf_argv(_apmpo(), cwd=REPO), on_validated, capture=True)
+    finally:
+        restore()
+    assert seen["train_file"].endswith("openrlhf/cli/train_ppo_ray.py") and seen["kl"] == 0.001
+    with pytest.raises(RuntimeError, match="did not pick up APMPOPolicyModelActor"):
+        run_openrlhf_cli(openrlhf_argv(_apmpo(), cwd=REPO), on_validated, capture=True)
