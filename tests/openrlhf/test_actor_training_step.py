@@ -46,6 +46,14 @@ def cpu_shims(device):
         ds_module.init_device_mesh = real_mesh
 
 
+def _skip_shm_comm_build():
+    """DeepSpeed compiles a shared-memory all-reduce op (a CPU speed-up between processes) when its
+    comm backend starts; with one process it is unused, so skip the C++ build."""
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
 @pytest.fixture(scope="module")
 def process_group():
     """A one-process gloo group on loopback (what DeepSpeed's init_distributed would create)."""
@@ -55,6 +63,7 @@ def process_group():
            "LOCAL_RANK": "0"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
+    _skip_shm_comm_build()
     dist.init_process_group("gloo", rank=0, world_size=1)
     yield
     dist.destroy_process_group()

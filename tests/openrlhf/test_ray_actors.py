@@ -24,7 +24,10 @@ def _install_cpu_shims(device):
     """In a Ray worker on a CPU machine: OpenRLHF's actor asks CUDA for its device index and stream
     sync and builds a "cuda" device mesh; map those to the CPU (see test_actor_training_step.py)."""
     import openrlhf.utils.deepspeed.deepspeed as ds_module
+    from deepspeed.ops import __compatible_ops__ as compatible_ops
 
+    # one process: DeepSpeed's shared-memory all-reduce op would be compiled for nothing
+    compatible_ops["deepspeed_shm_comm"] = False
     torch.cuda.current_device = lambda: device
     torch.cuda.set_device = lambda *a, **k: None
     torch.cuda.synchronize = lambda *a, **k: None
