@@ -3,7 +3,13 @@ built the way OpenRLHF's SamplesGenerator builds them (one single-sample Experie
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# Loopback only: Ray reads this when it is imported (with it, Ray and OpenRLHF's actors use
+# 127.0.0.1 as the node address), gloo binds its sockets to the loopback interface.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
 
 import pytest
 import torch

@@ -55,8 +55,9 @@ def _skip_shm_comm_build():
 
 
 @pytest.fixture(scope="module")
-def process_group():
-    """A one-process gloo group on loopback (what DeepSpeed's init_distributed would create)."""
+def process_group(tmp_path_factory):
+    """A one-process gloo group (what DeepSpeed's init_distributed would create), rendezvous through
+    a file instead of a TCP store, so that nothing listens on a network port."""
     import torch.distributed as dist
 
     env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "RANK": "0", "WORLD_SIZE": "1",
@@ -64,7 +65,8 @@ def process_group():
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     _skip_shm_comm_build()
-    dist.init_process_group("gloo", rank=0, world_size=1)
+    store = tmp_path_factory.mktemp("dist") / "store"
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1)
     yield
     dist.destroy_process_group()
     for k, v in saved.items():

@@ -1,8 +1,8 @@
 """The patched Ray actor classes in a real local Ray instance (CPU, loopback only, started and
 stopped here): APMPOPPOTrainer drives one controller step (train_step) over a RayActorGroup of
-the patched policy actor: actor forward for the old log-probs, the extension's advantages and
-statistics, the DP dispatch of experiences, the actor's ppo_train with the registry loss, and
-the merged metrics. Generation (vLLM) is not part of the step: the rollout samples are built the
+the patched policy actor and one of OpenRLHF's reference actor: old and reference log-probs by
+Ray forward calls, the extension's advantages and statistics, the DP dispatch of experiences, the
+actor's ppo_train with the registry loss and the k3 KL loss, and the merged metrics. Generation (vLLM) is not part of the step: the rollout samples are built the
 way OpenRLHF's SamplesGenerator builds them.
 """
 
@@ -15,9 +15,22 @@ import sys
 import pytest
 import torch
 
-from apmpo_openrlhf.openrlhf_adapter.actor import APMPOPolicyModelActorImpl
+from apmpo_openrlhf.openrlhf_adapter.actor import APMPOPolicyModelActorImpl  # first: flash_attn stand-in
+from openrlhf.trainer.ray.launcher import ReferenceModelActor  # noqa: E402  (isort: skip)
 
 pytestmark = pytest.mark.slow
+
+
+def _file_process_group():
+    """One-process gloo group through a file rendezvous (DeepSpeed then reuses it): OpenRLHF's
+    env:// rendezvous would open a TCP store listening on every interface."""
+    import tempfile
+
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        store = os.path.join(tempfile.mkdtemp(prefix="apmpo_dist_"), "store")
+        dist.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1)
 
 
 def _install_cpu_shims(device):
@@ -43,6 +56,7 @@ class CPUPolicyActor(APMPOPolicyModelActorImpl):
 
     def init_model_from_pretrained(self, strategy, *args, **kwargs):
         _install_cpu_shims(0)  # the replay buffer formats "cuda:{index}" at construction
+        _file_process_group()
         real_ds_config = strategy.get_ds_train_config
 
         def torch_adam(*a, **k):  # torch AdamW: no DeepSpeed C++ optimizer to compile on CPU
@@ -61,6 +75,18 @@ class CPUPolicyActor(APMPOPolicyModelActorImpl):
         return type(self.trainer).__name__
 
 
+class CPUReferenceActor(ReferenceModelActor.__ray_actor_class__):
+    """OpenRLHF's reference-model actor (unchanged by the extension) with the CPU shims."""
+
+    def init_model_from_pretrained(self, strategy, *args, **kwargs):
+        _install_cpu_shims(0)
+        _file_process_group()
+        try:
+            return super().init_model_from_pretrained(strategy, *args, **kwargs)
+        finally:
+            _install_cpu_shims("cpu")
+
+
 @pytest.fixture(scope="module")
 def local_ray(tmp_path_factory):
     import ray
@@ -69,24 +95,26 @@ def local_ray(tmp_path_factory):
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     # this module is not importable in the workers: ship CPUPolicyActor by value
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    saved = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # with 127.0.0.1: every Ray socket on loopback
+    # conftest.py set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before Ray was imported: with
+    # 127.0.0.1 as node address every Ray socket stays on loopback; the workers get it too.
+    assert not ray._private.ray_constants.ENABLE_RAY_CLUSTER
     ray.init(
-        num_cpus=2,
-        num_gpus=1,  # a logical GPU slot: OpenRLHF's actors request one; torch stays on the CPU
+        num_cpus=3,  # logical slots: trainer, policy actor, reference actor (2 real cores)
+        num_gpus=2,  # logical GPU slots: OpenRLHF's model actors request one each; torch stays on the CPU
         include_dashboard=False,
         _node_ip_address="127.0.0.1",
         _temp_dir=str(tmp_path_factory.mktemp("ray")),
-        runtime_env={"env_vars": {"PYTHONPATH": repo, "TOKENIZERS_PARALLELISM": "false"}},
+        runtime_env={
+            "env_vars": {"PYTHONPATH": repo, "TOKENIZERS_PARALLELISM": "false",
+                         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "GLOO_SOCKET_IFNAME": "lo"},
+            # OpenRLHF's modules import flash_attn helpers: register the stand-in first (CPU only)
+            "worker_process_setup_hook": "apmpo_openrlhf.openrlhf_adapter.flash_attn_standin.install",
+        },
         log_to_driver=False,
     )
     yield ray
     ray.shutdown()
     cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
-    if saved is None:
-        os.environ.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
-    else:
-        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = saved
 
 
 def _prompt_file(path, n):
@@ -139,7 +167,6 @@ def test_trainer_and_policy_actor_run_a_controller_step(local_ray, tiny_model_di
             "rollout.n_samples_per_prompt=4",
             "train.train_batch_size=4",  # 2 optimizer steps per rollout batch
             "train.micro_batch_size=2",
-            "algorithm.kl_beta=0",  # no reference actor: the KL path is covered in-process
             "max_steps=3",
             f"output_dir={tmp_path / 'out'}",
             "openrlhf.num_gpus_per_node=1",
@@ -149,16 +176,19 @@ def test_trainer_and_policy_actor_run_a_controller_step(local_ray, tiny_model_di
         ]
     )
     strategy = get_strategy(args)
+    assert args.algo.kl.use_loss and args.algo.kl.init_coef == 0.001 and args.algo.kl.estimator == "k3"
     policy = ray.remote(num_gpus=1)(CPUPolicyActor)
     actor_group = RayActorGroup(1, 1, policy, pg=None, num_gpus_per_actor=1)
+    ref_group = RayActorGroup(1, 1, ray.remote(num_gpus=1)(CPUReferenceActor), pg=None, num_gpus_per_actor=1)
     trainer = APMPOPPOTrainer.remote(
-        str(tiny_model_dir), strategy, actor_group, None, None, None, None,
+        str(tiny_model_dir), strategy, actor_group, None, None, ref_group, None,
         do_sample=True, max_len=args.data.max_len, max_new_tokens=args.rollout.max_new_tokens,
         temperature=1.0, top_p=1.0,
     )
     max_steps = ray.get(trainer.get_max_steps.remote())
     assert max_steps == 3 * 2  # max_steps rollout steps x optimizer steps per rollout batch
-    ray.get(actor_group.async_init_model_from_pretrained(strategy, str(tiny_model_dir), max_steps, None))
+    ray.get(actor_group.async_init_model_from_pretrained(strategy, str(tiny_model_dir), max_steps, None)
+            + ref_group.async_init_model_from_pretrained(strategy, str(tiny_model_dir)))
     assert ray.get(actor_group._actor_handlers[0].trainer_class_name.remote()) == "APMPOActorPPOTrainer"
 
     status, step = ray.get(trainer.train_step.remote(_rollout(2, 4, seed=0), 0))
@@ -169,6 +199,9 @@ def test_trainer_and_policy_actor_run_a_controller_step(local_ray, tiny_model_di
                 "rollout/groups_all_1", "rollout/response_length_mean", "timing/ppo_train"):
         assert key in status, (key, sorted(status))
     assert status["actor_grad_norm"] > 0
+    # KL loss against the reference actor's log-probs: the same weights, so k3 is ~0 on the first
+    # optimizer step and positive once the policy moved (2 optimizer steps per rollout here)
+    assert status["kl"] >= 0 and "logprobs_diff" in status
     assert status["p"] == pytest.approx(status["adaptive/p"], rel=1e-5)  # apmpo uses the batch's p
 
     # max_steps: once reached, the sample generator reports an empty, exhausted batch (the fit loop ends)
