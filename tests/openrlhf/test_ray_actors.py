@@ -160,7 +160,8 @@ def test_trainer_and_policy_actor_run_a_controller_step(local_ray, tiny_model_di
         [
             f"model.path={tiny_model_dir}",
             f"data.train_path={_prompt_file(tmp_path / 'prompts.jsonl', 8)}",
-            "data.eval_path=null",
+            f"data.eval_path={_prompt_file(tmp_path / 'eval.jsonl', 3)}",
+            "eval.at_step0=true",
             "model.attn_implementation=sdpa",
             "model.gradient_checkpointing=false",
             "rollout.prompts_per_step=2",
@@ -211,3 +212,15 @@ def test_trainer_and_policy_actor_run_a_controller_step(local_ray, tiny_model_di
 
     samples, _, consumed, exhausted = ray.get(trainer.__ray_call__.remote(reach_max_steps))
     assert samples == [] and consumed == 0 and exhausted
+
+    # fit(): evaluation at step 0 (with the eval temperature and sample count), then OpenRLHF's
+    # loop ends at once when no steps are left. evaluate() itself is OpenRLHF's and needs vLLM
+    # engines, so here it only records its call.
+    def fit_without_steps_left(self):
+        calls = []
+        self.evaluate = lambda step, **kw: calls.append((step, kw["temperature"], kw["n_samples_per_prompt"])) or {}
+        self.spec = {**self.spec, "max_steps": 0}
+        self.fit()
+        return calls
+
+    assert ray.get(trainer.__ray_call__.remote(fit_without_steps_left)) == [(0, 0.6, 4)]
