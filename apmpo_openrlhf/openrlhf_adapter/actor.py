@@ -1,0 +1,152 @@
+"""The policy-loss swap inside OpenRLHF's PPO-Ray actor (runs in every actor rank's process).
+
+- :class:`RegistryPolicyLoss` stands in for OpenRLHF's ``PolicyLoss`` (same call signature and
+  5-tuple result) and evaluates a loss of the core registry (``grpo``, ``dapo``, ``gmpo``,
+  ``apmpo``) with per-sample A_i, p and eps_high from ``Experience.info`` and the *global*
+  sequence (or token) count of the optimizer step as divisor.
+- :class:`APMPOActorPPOTrainer` is OpenRLHF's ``ActorPPOTrainer`` with that loss. Its
+  ``training_step`` only binds the current micro-batch to the loss and asks OpenRLHF's
+  ``aggregate_loss`` for the same aggregation as the policy term (sequence mean, or token mean
+  for DAPO), so the KL loss (k3, beta) and the entropy are aggregated consistently.
+- :class:`APMPOPolicyModelActor` is the Ray actor class the driver hands to OpenRLHF.
+
+Divisor: OpenRLHF gives every micro-batch of an optimizer step ``global_batch_size`` and
+``batch_num_tokens`` = (sequences / tokens of the whole step over all DP ranks) / gas, and
+DeepSpeed scales each backward by 1/gas and averages gradients over the dp_size ranks. With
+num_sequences = global_batch_size / dp_size the summed gradient of the step is exactly that of
+(1/N) sum_i J_i over all N sequences of the step (the same normalisation as OpenRLHF's
+``aggregate_loss``).
+"""
+
+from __future__ import annotations
+
+import ray
+import torch
+from openrlhf.trainer.ray import ppo_actor as ppo_actor_module
+from openrlhf.trainer.ray.ppo_actor import ActorPPOTrainer, PolicyModelActor
+from openrlhf.utils.loss_utils import get_loss_batch_info
+
+from ..algorithms import get_policy_loss
+from .experience import INFO_ADVANTAGE, INFO_EPS_HIGH, INFO_P
+
+
+def info_tensor(experience, key: str, device, dtype=torch.float32) -> torch.Tensor:
+    """A per-sample info entry as a [B] tensor (the replay buffer collates 0-d tensors into a list)."""
+    if key not in experience.info:
+        raise KeyError(
+            f"Experience.info has no {key!r}: the experience maker of the APMPO extension did not run "
+            "(is the patched PPOTrainer installed on the driver?)"
+        )
+    value = experience.info[key]
+    if isinstance(value, list):
+        value = torch.stack([torch.as_tensor(v) for v in value])
+    return value.to(device=device, dtype=dtype).reshape(-1)
+
+
+class RegistryPolicyLoss:
+    """OpenRLHF ``PolicyLoss``-compatible callable backed by the core's loss registry."""
+
+    def __init__(self, spec: dict):
+        self.spec = spec
+        self.policy_loss = get_policy_loss(spec["loss"])
+        self.loss_kwargs = dict(spec["loss_kwargs"])
+        # DAPO is a token-level mean; GRPO, GMPO and APMPO average per sequence.
+        self.token_level = self.policy_loss.divisor == "num_tokens"
+        self.experience = None
+
+    def bind(self, experience) -> None:
+        """The micro-batch whose per-sample values (A_i, p, eps_high) the next call uses."""
+        self.experience = experience
+
+    def __call__(
+        self,
+        log_probs: torch.Tensor,
+        old_log_probs: torch.Tensor,
+        advantages: torch.Tensor,
+        action_mask: torch.Tensor | None = None,
+        rollout_log_probs: torch.Tensor | None = None,
+        dp_size: int = 1,
+        batch_num_tokens: float | torch.Tensor | None = None,
+        global_batch_size: float | torch.Tensor | None = None,
+        token_level_loss: bool | None = None,
+    ):
+        experience = self.experience
+        if experience is None:
+            raise RuntimeError("RegistryPolicyLoss called without a bound experience (see bind())")
+        if action_mask is None:
+            action_mask = torch.ones_like(log_probs, dtype=torch.bool)
+        device = log_probs.device
+        seq_adv = info_tensor(experience, INFO_ADVANTAGE, device)
+        kwargs = dict(self.loss_kwargs)
+        if self.policy_loss.adaptive:
+            kwargs["p"] = info_tensor(experience, INFO_P, device)
+            kwargs["eps_high"] = info_tensor(experience, INFO_EPS_HIGH, device)
+        if self.token_level:
+            if batch_num_tokens is not None:
+                kwargs["num_tokens"] = torch.as_tensor(batch_num_tokens, dtype=torch.float32) / dp_size
+        elif global_batch_size is not None:
+            kwargs["num_sequences"] = torch.as_tensor(global_batch_size, dtype=torch.float32) / dp_size
+        loss, metrics = self.policy_loss(log_probs, old_log_probs, seq_adv, action_mask, **kwargs)
+
+        # Token-weighted 0-d metrics: OpenRLHF logs every Experience.info entry (0-d = token mean).
+        experience.info["clip_frac_high"] = metrics["clip_frac_high"].detach().float()
+        experience.info["clip_frac_low"] = metrics["clip_frac_low"].detach().float()
+        clip_ratio = (metrics["clip_frac_high"] + metrics["clip_frac_low"]).detach()
+        with torch.no_grad():
+            mask = action_mask.bool()
+            log_ratio = (log_probs - old_log_probs).float()
+            ppo_kl = torch.where(mask, -log_ratio, torch.zeros_like(log_ratio)).sum() / mask.sum().clamp(min=1)
+        return loss, clip_ratio, ppo_kl, None, None
+
+
+class APMPOActorPPOTrainer(ActorPPOTrainer):
+    """OpenRLHF's actor trainer with a policy loss from the core registry."""
+
+    def __init__(self, strategy, *args, **kwargs):
+        super().__init__(strategy, *args, **kwargs)
+        spec = getattr(self.args, "apmpo", None)
+        if spec is None:
+            raise RuntimeError("args.apmpo is missing: start training through `python -m apmpo_openrlhf.train`")
+        if self.args.algo.advantage.is_correction_level != "off":
+            raise ValueError(
+                "algo.advantage.is_correction_level must be 'off' with the APMPO extension (its losses use "
+                "pi_old from the actor's own forward pass)"
+            )
+        self.actor_loss_fn = RegistryPolicyLoss(spec)
+
+    def training_step(self, experience, kl_ctl: float, step: int, loss_batch_info=None):
+        if loss_batch_info is None:  # dynamic-batch path: OpenRLHF derives it from the replay buffer
+            loss_batch_info = get_loss_batch_info(
+                self.strategy,
+                experience.action_mask,
+                replay_buffer=self.replay_buffer,
+                step=step,
+                dynamic_batch=self.args.train.dynamic_batch_enable,
+            )
+        # OpenRLHF passes loss_batch_info to the policy loss *and* to aggregate_loss (KL, entropy):
+        # fixing the aggregation here keeps the KL term aggregated like the policy term.
+        loss_batch_info = {**loss_batch_info, "token_level_loss": self.actor_loss_fn.token_level}
+        self.actor_loss_fn.bind(experience)
+        try:
+            return super().training_step(experience, kl_ctl, step, loss_batch_info)
+        finally:
+            self.actor_loss_fn.bind(None)
+
+
+class APMPOPolicyModelActorImpl(PolicyModelActor.__ray_actor_class__):
+    """OpenRLHF's PolicyModelActor whose trainer is :class:`APMPOActorPPOTrainer`."""
+
+    def init_model_from_pretrained(self, strategy, pretrain, max_steps=None, vllm_engines=None):
+        # OpenRLHF builds ActorPPOTrainer from its module global at the end of this method;
+        # swap it for the duration of the call (this process is one actor rank).
+        original = ppo_actor_module.ActorPPOTrainer
+        ppo_actor_module.ActorPPOTrainer = APMPOActorPPOTrainer
+        try:
+            return super().init_model_from_pretrained(strategy, pretrain, max_steps, vllm_engines)
+        finally:
+            ppo_actor_module.ActorPPOTrainer = original
+
+
+# Ray actor classes cannot be subclassed directly: subclass the wrapped class and re-decorate
+# with the same resources as OpenRLHF's PolicyModelActor.
+APMPOPolicyModelActor = ray.remote(num_gpus=1)(APMPOPolicyModelActorImpl)

@@ -1,0 +1,131 @@
+"""Advantages and adaptive statistics on the controller, over the whole rollout batch.
+
+:class:`APMPOExperienceMaker` extends OpenRLHF's ``RemoteExperienceMaker``: the model forwards
+(old and reference log-probs) are OpenRLHF's; ``compute_advantages_and_returns`` is replaced so
+that all four methods share SPEC.md 2's group advantage (population std + delta, from the core's
+``group_advantages``) and APMPO's p / eps_high (SPEC.md 3, the core's ``adaptive_parameters``) are
+computed once over the rollout batch, *before* OpenRLHF slices it across data-parallel ranks.
+
+Per-sample values reach the actors through ``Experience.info`` (the only channel that survives
+concat / split / replay-buffer collation): ``p``, ``eps_high`` (what the loss uses) and
+``seq_advantage`` (A_i). Batch-level statistics are kept in :attr:`last_stats` for the logger.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from openrlhf.trainer.ppo_utils.experience import Experience
+from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
+from openrlhf.trainer.ppo_utils.length_penalty import apply_length_penalties
+
+from ..algorithms import adaptive_parameters, get_policy_loss, group_advantages
+
+# Keys this extension writes into Experience.info (read by actor.py).
+INFO_P = "p"
+INFO_EPS_HIGH = "eps_high"
+INFO_ADVANTAGE = "seq_advantage"
+
+
+def fixed_loss_parameters(spec: dict) -> tuple[float, float]:
+    """(p, eps_high) of a non-adaptive loss, for logging: GRPO/DAPO average with p = 1, GMPO is the
+    geometric mean (p -> 0, logged as 0) with ratio bound e^c - 1."""
+    kwargs = spec["loss_kwargs"]
+    if spec["loss"] == "gmpo":
+        return 0.0, float(torch.expm1(torch.tensor(kwargs["clip"], dtype=torch.float64)))
+    return 1.0, float(kwargs["eps_high"])
+
+
+def rollout_statistics(raw_rewards: torch.Tensor, group_size: int, spec: dict) -> tuple[dict, object]:
+    """Adaptive parameters and per-step statistics of raw rewards in prompt order."""
+    params = adaptive_parameters(raw_rewards, group_size, **spec["adaptive"])
+    groups = raw_rewards.view(-1, group_size)
+    stats = {f"adaptive/{k}": v for k, v in params.summary().items()}
+    stats.update(
+        {
+            "rollout/raw_reward_mean": float(raw_rewards.float().mean()),
+            "rollout/raw_reward_std": float(raw_rewards.float().std(correction=0)),
+            "rollout/groups_all_0": float((groups <= 0).all(dim=-1).sum()),
+            "rollout/groups_all_1": float((groups >= 1).all(dim=-1).sum()),
+            "rollout/num_groups": float(groups.shape[0]),
+        }
+    )
+    return stats, params
+
+
+class APMPOExperienceMaker(RemoteExperienceMaker):
+    """OpenRLHF's experience maker with SPEC.md's advantages and adaptive statistics."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.spec = self.args.apmpo
+        get_policy_loss(self.spec["loss"])  # fail early on an unknown loss name
+        self.last_stats: dict[str, float] = {}
+
+    @torch.no_grad()
+    def compute_advantages_and_returns(self, experiences: list[Experience]) -> list[Experience]:
+        args = self.strategy.args
+        group_size = self.spec["group_size"]
+        if group_size != args.rollout.n_samples_per_prompt:
+            raise ValueError(
+                f"apmpo group_size={group_size} differs from rollout.n_samples_per_prompt="
+                f"{args.rollout.n_samples_per_prompt}"
+            )
+        for experience in experiences:
+            experience.rewards = experience.rewards.to(torch.promote_types(experience.rewards.dtype, torch.float32))
+        # Raw rewards drive the adaptive statistics (SPEC.md 3); length shaping modifies
+        # experience.rewards in place, so copy them first.
+        raw = [experience.rewards.clone() for experience in experiences]
+        apply_length_penalties(experiences, args)
+
+        # Reorder to prompt order: consecutive group_size samples form one group. `index` is set
+        # by split_rollout_samples (position in the rollout batch, which keeps groups together).
+        exp_len = [len(experience.index) for experience in experiences]
+        indices = torch.tensor(list(itertools.chain.from_iterable(e.index for e in experiences)))
+        if indices.numel() % group_size != 0 or not torch.equal(indices.sort().values, torch.arange(indices.numel())):
+            raise ValueError(
+                f"the rollout batch has {indices.numel()} samples with indices that are not a permutation of "
+                f"whole groups of {group_size}"
+            )
+
+        def prompt_order(values: list[torch.Tensor]) -> torch.Tensor:
+            flat = torch.cat(values)
+            ordered = torch.empty_like(flat)
+            ordered[indices] = flat
+            return ordered
+
+        raw_rewards = prompt_order(raw)
+        shaped_rewards = prompt_order([e.rewards for e in experiences])
+        advantages = group_advantages(
+            shaped_rewards, group_size, std=self.spec["advantage_std"], delta=self.spec["advantage_delta"]
+        )
+        stats, params = rollout_statistics(raw_rewards, group_size, self.spec)
+        if get_policy_loss(self.spec["loss"]).adaptive:
+            p_used, eps_used = params.p, params.eps_high
+        else:
+            p_fixed, eps_fixed = fixed_loss_parameters(self.spec)
+            p_used = torch.full_like(params.p, p_fixed)
+            eps_used = torch.full_like(params.eps_high, eps_fixed)
+        self.last_stats = stats
+
+        def per_experience(values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            return values[indices].split(exp_len)
+
+        for experience, adv, p, eps, shaped in zip(
+            experiences,
+            per_experience(advantages),
+            per_experience(p_used),
+            per_experience(eps_used),
+            per_experience(shaped_rewards),
+        ):
+            mask = experience.action_mask.to(adv.dtype)
+            # OpenRLHF keeps token-level advantages/returns; A_i is constant over the response.
+            experience.advantages = adv.unsqueeze(-1) * mask
+            experience.returns = experience.advantages.clone()
+            experience.info[INFO_ADVANTAGE] = adv.clone()
+            experience.info[INFO_P] = p.clone()
+            experience.info[INFO_EPS_HIGH] = eps.clone()
+            experience.info["return"] = shaped.clone()
+            experience.kl = None
+        return experiences

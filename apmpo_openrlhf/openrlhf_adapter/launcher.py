@@ -1,0 +1,204 @@
+"""Run (or dry-run) a config on OpenRLHF's PPO-Ray pipeline, through OpenRLHF's own CLI module.
+
+``openrlhf.cli.train_ppo_ray`` builds its parser and checks inside ``if __name__ == "__main__"``,
+so it is executed with :func:`runpy.run_module` and a ``sys.argv`` built from the config. After
+parsing it calls ``hierarchize`` (imported at run time) and then runs its checks and ``train(args)``.
+A wrapper around ``hierarchize`` replaces the module's ``train`` by a hook, so the hook receives the
+arguments exactly as OpenRLHF's parser and checks left them:
+
+- dry run: the hook records them and returns (nothing is started);
+- training: the hook attaches the algorithm spec (``args.apmpo``), installs the APMPO classes
+  (``patches.py``) and calls OpenRLHF's real ``train(args)``.
+
+OpenRLHF's parser is never copied; its errors (argparse exits, failed assertions) become
+:class:`OpenRLHFArgumentError` with OpenRLHF's own message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import runpy
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import ConfigError, TrainConfig
+from . import flash_attn_standin
+from .arguments import REPO_ROOT, algorithm_spec, openrlhf_argv, shell_command, under_ray_job, with_path_base
+
+CLI_MODULE = "openrlhf.cli.train_ppo_ray"
+
+
+class OpenRLHFArgumentError(ConfigError):
+    """OpenRLHF's own parser or checks rejected the arguments made from the config."""
+
+
+def run_openrlhf_cli(
+    argv: list[str], on_validated: Callable[[Any, Callable[[Any], None]], None], capture: bool = False
+) -> str:
+    """Execute OpenRLHF's CLI module on ``argv``; ``on_validated(args, real_train)`` replaces ``train``.
+
+    With ``capture`` OpenRLHF's output is collected and returned (its warnings) instead of printed.
+    """
+    flash_attn_standin.install()
+    import openrlhf.utils.config as openrlhf_config
+
+    real_hierarchize = openrlhf_config.hierarchize
+    hooked = {"done": False, "validated": False}
+
+    real_stderr = sys.stderr
+
+    def hook(validated, real_train):
+        hooked["validated"] = True
+        if not capture:  # training: from here on, OpenRLHF's logs go to the real stderr
+            sys.stderr = real_stderr
+        return on_validated(validated, real_train)
+
+    def hierarchize_then_hook_train(namespace):
+        args = real_hierarchize(namespace)
+        cli_globals = sys._getframe(1).f_globals
+        real_train = cli_globals.get("train")
+        if cli_globals.get("__name__") != "__main__" or not callable(real_train):
+            raise RuntimeError(
+                f"{CLI_MODULE} no longer calls hierarchize() from its __main__ block before train(): "
+                "this OpenRLHF version is not supported (tested: 0.11.2)"
+            )
+        cli_globals["train"] = lambda validated: hook(validated, real_train)
+        hooked["done"] = True
+        return args
+
+    saved_argv = sys.argv
+    captured_out, captured_err = io.StringIO(), io.StringIO()
+    openrlhf_config.hierarchize = hierarchize_then_hook_train
+    sys.argv = [CLI_MODULE, *argv]
+    redirect = contextlib.ExitStack()
+    if capture:
+        redirect.enter_context(contextlib.redirect_stdout(captured_out))
+    # argparse's usage errors are always collected, so that they can name the rejected flag.
+    redirect.enter_context(contextlib.redirect_stderr(captured_err))
+    try:
+        with redirect:
+            runpy.run_module(CLI_MODULE, run_name="__main__", alter_sys=False)
+    except SystemExit as e:
+        if e.code not in (0, None) and not hooked["validated"]:
+            raise OpenRLHFArgumentError(
+                "OpenRLHF's argument parser rejected the arguments made from the config:\n"
+                + captured_err.getvalue().strip()
+            ) from None
+        raise
+    except AssertionError as e:
+        if hooked["validated"]:
+            raise
+        raise OpenRLHFArgumentError(f"OpenRLHF's argument checks rejected the config: {e}") from None
+    finally:
+        sys.argv = saved_argv
+        openrlhf_config.hierarchize = real_hierarchize
+    if not hooked["done"]:
+        raise RuntimeError(f"{CLI_MODULE} finished without reaching train(): nothing was validated")
+    return captured_out.getvalue()
+
+
+def validate_with_openrlhf(argv: list[str]) -> tuple[Any, str]:
+    """Parse and check ``argv`` with OpenRLHF's own CLI; return (its args namespace, its messages)."""
+    seen: dict[str, Any] = {}
+
+    def record(args, _real_train):
+        seen["args"] = args
+
+    messages = run_openrlhf_cli(argv, record, capture=True)
+    return seen["args"], messages
+
+
+def _print_dry_run(cfg: TrainConfig, argv: list[str], messages: str) -> None:
+    print("# resolved config")
+    print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False).rstrip())
+    print()
+    print("# OpenRLHF arguments (accepted by openrlhf.cli.train_ppo_ray's own parser and checks)")
+    print(shell_command(argv))
+    print()
+    print("# APMPO extension settings (carried to the Ray actors as args.apmpo)")
+    print(yaml.safe_dump(algorithm_spec(cfg).as_dict(), sort_keys=False).rstrip())
+    notes = [line for line in messages.splitlines() if line.strip()]
+    if notes:
+        print()
+        print("# OpenRLHF's messages")
+        for line in notes:
+            print(f"# {line}")
+
+
+def worker_env(cfg: TrainConfig, job: bool) -> dict[str, str]:
+    """Environment variables for the Ray workers (OpenRLHF's defaults, as its train() sets them).
+
+    Under ``ray job submit --working-dir .`` Ray already puts the working directory on every
+    worker's path; a plain ``python -m apmpo_openrlhf.train`` on a node adds the checkout instead.
+    """
+    env = {
+        "TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM", "true"),
+        "NCCL_DEBUG": os.environ.get("NCCL_DEBUG", "WARN"),
+        "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": os.environ.get("RAY_ENABLE_ZERO_COPY_TORCH_TENSORS", "1"),
+    }
+    if not job:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    if cfg.logging.wandb is not None:
+        env["WANDB_MODE"] = cfg.logging.wandb.mode
+    return env
+
+
+def _train(cfg: TrainConfig, args, real_train) -> None:
+    import ray
+
+    from .patches import check_installed
+
+    check_installed(real_train.__globals__)
+    if args.train.async_enable:
+        raise OpenRLHFArgumentError("--train.async_enable is not supported by the APMPO extension")
+    args.apmpo = algorithm_spec(cfg).as_dict()
+    if not ray.is_initialized():
+        ray.init(runtime_env={"env_vars": worker_env(cfg, job=under_ray_job())})
+    for path in (args.ckpt.path, args.ckpt.output_dir):
+        Path(path).mkdir(parents=True, exist_ok=True)
+    real_train(args)
+
+
+def _check_local_inputs(argv: list[str]) -> None:
+    """Before starting a cluster job: the reward file must exist (OpenRLHF would only fail inside
+    the vLLM engines), and so must the model and data paths that are local paths."""
+    value = {flag: argv[i + 1] for i, flag in enumerate(argv[:-1]) if flag.startswith("--")}
+    reward = value["--reward.remote_url"]
+    if not reward.startswith(("http://", "https://")) and not Path(reward).is_file():
+        raise ConfigError(f"openrlhf.remote_reward_url: reward function file not found: {reward}")
+    for flag, key in (("--actor.model_name_or_path", "model.path"), ("--data.prompt_dataset", "data.train_path")):
+        path = value[flag]
+        if Path(path).expanduser().exists():
+            continue
+        hub_like = len(Path(path).parts) == 2 and not path.startswith((".", "/", "~"))
+        if not hub_like:
+            raise ConfigError(f"{key} = {path!r}: not found (set the local path with --set {key}=...)")
+        print(f"warning: {key} = {path!r} is not a local path; OpenRLHF will look it up on the "
+              "Hugging Face Hub (needs internet)", file=sys.stderr)
+
+
+def run(cfg: TrainConfig, dry_run: bool) -> int:
+    """Entry point of ``python -m apmpo_openrlhf.train`` for ``backend: openrlhf``; returns an exit code."""
+    try:
+        cfg = with_path_base(cfg)
+        argv = openrlhf_argv(cfg)
+        if dry_run:
+            _, messages = validate_with_openrlhf(argv)
+            _print_dry_run(cfg, argv, messages)
+            return 0
+        _check_local_inputs(argv)
+        print(shell_command(argv), flush=True)
+        from .patches import install_driver_patches
+
+        install_driver_patches()
+        run_openrlhf_cli(argv, lambda args, real_train: _train(cfg, args, real_train))
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Start the Ray head on this node.
+#   launch/ray_head.sh [extra `ray start` flags]
+# The dashboard / job API listen on ${RAY_DASHBOARD_HOST}:${RAY_DASHBOARD_PORT} (127.0.0.1:8265 by
+# default: reach it from elsewhere through `ssh -L 8265:127.0.0.1:8265 head`). For a multi-node
+# cluster set RAY_HEAD_IP to the head's address on the private cluster network.
+source "$(dirname "$0")/common.sh"
+# With RAY_HEAD_IP=127.0.0.1 this keeps every Ray socket on loopback (single node).
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
+ray start --head \
+  --node-ip-address "${RAY_HEAD_IP}" \
+  --port "${RAY_PORT}" \
+  --dashboard-host "${RAY_DASHBOARD_HOST}" \
+  --dashboard-port "${RAY_DASHBOARD_PORT}" \
+  --temp-dir "${RAY_TMP_DIR}" \
+  --num-gpus "${NUM_GPUS:-$(nvidia-smi -L 2>/dev/null | wc -l)}" \
+  "$@"
+echo "Ray head: ${RAY_HEAD_IP}:${RAY_PORT}; job API: http://${RAY_DASHBOARD_HOST}:${RAY_DASHBOARD_PORT}"
+echo "Stop it with: ray stop (stops every Ray process of this user on this node)"

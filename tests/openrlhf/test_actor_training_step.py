@@ -1,0 +1,241 @@
+"""The patched PPO-Ray actor trains a tiny locally built model on CPU with every registry loss.
+
+Real path: OpenRLHF's PolicyModelActor.init_model_from_pretrained (Actor on sdpa attention,
+DeepSpeed ZeRO-3 engine with bf16 params on the gloo backend), the extension's trainer swap,
+OpenRLHF's replay buffer and ppo_train (gradient accumulation, global loss normalisers, metric
+reduction), the registry loss, OpenRLHF's KL loss (k3) and entropy. CPU shims (see ``cpu_shims``)
+only map OpenRLHF's hard-coded CUDA device calls to the CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+
+import pytest
+import torch
+
+LOSSES = ["grpo", "dapo", "gmpo", "apmpo"]
+G = 4
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def cpu_shims(device):
+    """OpenRLHF's actor asks CUDA for its device index / stream sync and builds a "cuda" device mesh;
+    on a CPU machine the device is the CPU and there is nothing to synchronise."""
+    import openrlhf.utils.deepspeed.deepspeed as ds_module
+
+    real_mesh = ds_module.init_device_mesh
+    saved = (torch.cuda.current_device, torch.cuda.synchronize, torch.cuda.empty_cache, torch.cuda.set_device)
+    torch.cuda.current_device = lambda: device
+    torch.cuda.set_device = lambda *a, **k: None
+    torch.cuda.synchronize = lambda *a, **k: None
+    torch.cuda.empty_cache = lambda: None
+    ds_module.init_device_mesh = lambda _type, *a, **k: real_mesh("cpu", *a, **k)
+    try:
+        yield
+    finally:
+        torch.cuda.current_device, torch.cuda.synchronize, torch.cuda.empty_cache, torch.cuda.set_device = saved
+        ds_module.init_device_mesh = real_mesh
+
+
+def _skip_shm_comm_build():
+    """DeepSpeed compiles a shared-memory all-reduce op (a CPU speed-up between processes) when its
+    comm backend starts; with one process it is unused, so skip the C++ build."""
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
+@pytest.fixture(scope="module")
+def process_group(tmp_path_factory):
+    """A one-process gloo group (what DeepSpeed's init_distributed would create), rendezvous through
+    a file instead of a TCP store, so that nothing listens on a network port."""
+    import torch.distributed as dist
+
+    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "RANK": "0", "WORLD_SIZE": "1",
+           "LOCAL_RANK": "0"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    _skip_shm_comm_build()
+    store = tmp_path_factory.mktemp("dist") / "store"
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def build_actor(make_openrlhf_args, model_dir, loss, micro_batch_size, extra=()):
+    """APMPOPolicyModelActor's class body in this process, initialised through OpenRLHF's own
+    init_model_from_pretrained (the Ray wrapper only adds placement; see test_ray_actor.py)."""
+    from openrlhf.utils import get_strategy
+
+    from apmpo_openrlhf.openrlhf_adapter.actor import APMPOActorPPOTrainer, APMPOPolicyModelActorImpl
+
+    cfg, args = make_openrlhf_args(
+        [
+            f"model.path={model_dir}",
+            "model.attn_implementation=sdpa",
+            "model.gradient_checkpointing=false",
+            f"algorithm.loss={loss}",
+            "rollout.prompts_per_step=2",
+            f"rollout.n_samples_per_prompt={G}",
+            "rollout.temperature=1.0",
+            f"train.train_batch_size={2 * G}",
+            f"train.micro_batch_size={micro_batch_size}",
+            "train.lr=1e-3",
+            "openrlhf.num_gpus_per_node=1",
+            "openrlhf.vllm_num_engines=1",
+            "openrlhf.ds_enable_sleep=false",
+            "openrlhf.rollout_micro_batch_size=2",
+            *extra,
+        ]
+    )
+    args.ds.zero_stage = 3
+    strategy = get_strategy(args)
+    real_ds_config = strategy.get_ds_train_config
+
+    def ds_config_with_torch_adam(*a, **k):
+        # torch.optim.AdamW instead of DeepSpeed's FusedAdam: no C++ op to compile on CPU.
+        config = real_ds_config(*a, **k)
+        if "optimizer" in config:
+            config["optimizer"]["params"]["torch_adam"] = True
+        return config
+
+    strategy.get_ds_train_config = ds_config_with_torch_adam
+    actor = APMPOPolicyModelActorImpl.__new__(APMPOPolicyModelActorImpl)  # Ray's __init__ only sets env vars
+    with cpu_shims(0):
+        actor.init_model_from_pretrained(strategy, str(model_dir), max_steps=4, vllm_engines=None)
+    assert type(actor.trainer) is APMPOActorPPOTrainer
+    return cfg, args, actor
+
+
+def rollout_experiences(actor, args, seed):
+    """A rollout batch made by OpenRLHF's experience-maker code + the extension, with old log-probs
+    from the actor's own forward and a reference policy slightly off the actor (KL > 0)."""
+    from apmpo_openrlhf.openrlhf_adapter.experience import APMPOExperienceMaker
+    from openrlhf.utils import get_strategy
+
+    gen = torch.Generator().manual_seed(seed)
+    from openrlhf.trainer.ppo_utils.experience import Experience
+
+    rewards = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0])
+    samples = []
+    for i, r in enumerate(rewards.tolist()):
+        prompt_len, response_len = 3 + i % 2, 1 + (i * 5) % 12  # uneven token counts
+        total = prompt_len + response_len
+        seq = torch.randint(5, 90, (total,), generator=gen)
+        mask = torch.zeros(total, dtype=torch.long)
+        mask[prompt_len:] = 1
+        samples.append(
+            Experience(
+                sequences=seq.unsqueeze(0), attention_mask=torch.ones(1, total, dtype=torch.long),
+                action_mask=mask[1:].unsqueeze(0), prompts=[f"p{i}"], labels=["{}"], images=[None],
+                mm_train_inputs=[None], rewards=torch.tensor([r]), scores=torch.tensor([r]),
+                response_length=torch.tensor([response_len]), truncated=torch.tensor([False]),
+                total_length=torch.tensor([float(total)]), info={"reward": torch.tensor([r])},
+            )
+        )
+    maker = APMPOExperienceMaker(None, None, None, None, None, get_strategy(args), tokenizer=type("T", (), {"pad_token_id": 0}))
+    experiences = maker.split_rollout_samples(samples)
+    with cpu_shims("cpu"):
+        for e in experiences:
+            old = actor.forward(e.sequences, e.action_mask, e.attention_mask)
+            e.action_log_probs = old
+            e.base_action_log_probs = old + 0.05 * torch.randn(old.shape, generator=gen)
+            e.kl = torch.zeros_like(old)
+    return maker.compute_advantages_and_returns(experiences)
+
+
+def gathered_weight(actor):
+    import deepspeed
+
+    param = actor.actor.model.module.model.layers[0].mlp.down_proj.weight
+    with deepspeed.zero.GatheredParameters([param]):
+        return param.detach().float().clone()
+
+
+@pytest.fixture(scope="module")
+def actors(process_group, tiny_model_dir, make_openrlhf_args):
+    """Two actors built through the real init path: micro-batch 2 (gas 4) and 8 (gas 1)."""
+    return {micro: build_actor(make_openrlhf_args, tiny_model_dir, "apmpo", micro_batch_size=micro,
+                               extra=["train.grad_clip=1000"])
+            for micro in (2, 8)}
+
+
+def perturbed_rollout(actor, args, seed):
+    """Old log-probs moved off the current policy: r != 1, where the four losses differ (SPEC.md 5)."""
+    experiences = rollout_experiences(actor, args, seed=seed)
+    gen = torch.Generator().manual_seed(seed + 100)
+    for e in experiences:
+        e.action_log_probs = e.action_log_probs + 0.3 * torch.randn(e.action_log_probs.shape, generator=gen)
+    return experiences
+
+
+@pytest.mark.slow
+def test_gradient_accumulation_uses_the_global_count(actors):
+    """One optimizer step of 8 sequences: as one micro-batch of 8 or four of 2 (gas = 4), the
+    gradient (DeepSpeed's global norm before clipping) is the same, because every micro-batch
+    divides by the token count of the whole step. DAPO's token mean is the discriminating case:
+    the micro-batches hold different numbers of tokens, so a per-micro-batch mean would differ
+    (for the sequence-level losses equal-sized micro-batches make both agree anyway).
+    Runs first: both actors still hold the same initial weights."""
+    from apmpo_openrlhf.openrlhf_adapter.actor import RegistryPolicyLoss
+
+    norms = {}
+    for micro, (_, args, actor) in actors.items():
+        assert actor.strategy.accumulated_gradient == 8 // micro
+        spec = dict(args.apmpo, loss="dapo", loss_kwargs={"eps_low": 0.2, "eps_high": 0.28})
+        actor.trainer.actor_loss_fn = RegistryPolicyLoss(spec)
+        actor.trainer.replay_buffer.clear()
+        for e in perturbed_rollout(actor, args, seed=42):
+            actor.append(e)
+        with cpu_shims("cpu"):
+            norms[micro] = actor.fit(kl_ctl=args.algo.kl.init_coef)["actor_grad_norm"]
+    assert norms[8] > 0
+    # correct: agree to ~2e-4 (bf16); a per-micro-batch token mean differs by ~2.6% here
+    assert norms[2] == pytest.approx(norms[8], rel=5e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", LOSSES)
+def test_training_step_with_each_loss(loss, actors):
+    from apmpo_openrlhf.openrlhf_adapter.actor import APMPOActorPPOTrainer, RegistryPolicyLoss
+    from apmpo_openrlhf.openrlhf_adapter.arguments import algorithm_spec
+
+    cfg, args, actor = actors[2]
+    assert type(actor.trainer) is APMPOActorPPOTrainer
+    cfg = cfg.model_copy(update={"algorithm": cfg.algorithm.model_copy(update={"loss": loss})})
+    spec = algorithm_spec(cfg).as_dict()
+    # The same constructor APMPOActorPPOTrainer.__init__ uses, for this loss
+    actor.trainer.actor_loss_fn = RegistryPolicyLoss(spec)
+    args.apmpo = spec
+    assert actor.trainer.actor_loss_fn.policy_loss.name == loss
+    before = gathered_weight(actor)
+    for e in perturbed_rollout(actor, args, seed=LOSSES.index(loss)):
+        actor.append(e)
+    with cpu_shims("cpu"):
+        status = actor.fit(kl_ctl=args.algo.kl.init_coef)
+    after = gathered_weight(actor)
+    assert not torch.equal(before, after), "the optimizer step did not change the weights"
+    assert status["actor_grad_norm"] > 0 and torch.isfinite(torch.tensor(status["policy_loss"]))
+    for key in ("clip_frac_high", "clip_frac_low", "p", "eps_high", "seq_advantage", "kl", "entropy_loss",
+                "ppo_clip_ratio", "response_length"):
+        assert key in status, (key, sorted(status))
+    assert status["kl"] > 0  # OpenRLHF's k3 KL loss against the reference log-probs
+    assert 0 <= status["clip_frac_low"] <= 1 and 0 < status["clip_frac_high"] + status["clip_frac_low"] <= 1
+    if loss == "apmpo":
+        assert status["p"] == pytest.approx(torch.exp(torch.tensor(-0.8 * 5 / 8)).item(), rel=1e-5)
+    else:
+        assert status["p"] == (0.0 if loss == "gmpo" else 1.0)
