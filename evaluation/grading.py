@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from apmpo_openrlhf.rewards import grade_label
@@ -37,6 +38,13 @@ def extract_answer(task: str, response: str):
 
 def _grade_one(args: tuple[str, dict]) -> tuple[float, str]:
     response, label = args
+    if label["task"] == "sql":
+        # The harness resolved the database folder from its own flags; $APMPO_SQL_DB_ROOT (the
+        # training-time relocation knob of grade_label) must not silently replace it.
+        from apmpo_openrlhf.rewards.sql_grading import grade_sql
+
+        db_path = Path(label["db_root"]) / label["db_id"] / f"{label['db_id']}.sqlite"
+        return tuple(grade_sql(response, label["gold_sql"], db_path, dialect=label.get("dialect", "spider")))
     return grade_label(response, label)
 
 
