@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Section(BaseModel):
@@ -34,11 +34,12 @@ class TinyModelSection(_Section):
     num_layers: int = Field(2, ge=1)
     intermediate_size: int = Field(128, ge=1)
 
-    @model_validator(mode="after")
-    def _head_dim(self) -> "TinyModelSection":
-        if self.hidden_size % 32 != 0:
-            raise ValueError(f"hidden_size={self.hidden_size} must be a multiple of 32 (head_dim 32)")
-        return self
+    @field_validator("hidden_size")
+    @classmethod
+    def _head_dim(cls, value: int) -> int:
+        if value % 32 != 0:
+            raise ValueError("must be a multiple of 32 (the tiny model's head_dim is 32)")
+        return value
 
 
 class LocalSection(_Section):

@@ -91,7 +91,10 @@ class Trainer:
         self.loss = get_policy_loss(cfg.algorithm.loss)
         self.loss_kwargs = cfg.algorithm.loss_kwargs()
         self.kl_aggregation = "token" if self.loss.divisor == "num_tokens" else "sequence"
-        self.reward = get_reward_spec(cfg.reward.task)
+        try:
+            self.reward = get_reward_spec(cfg.reward.task)
+        except KeyError as e:
+            raise SetupError(f"reward.task={cfg.reward.task!r}: {e.args[0]}") from None
         self.prompts = build_prompt_source(cfg)
         t = cfg.train
         self.optimizer = torch.optim.AdamW(

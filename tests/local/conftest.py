@@ -1,0 +1,47 @@
+"""Small configs of the local backend for fast tests (a few steps of a tiny model on the CPU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from apmpo_openrlhf.config import load_config
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "local" / "default.yaml"
+
+# 4 prompts x 4 samples = 16 per rollout, 2 optimizer steps of 8, 2 micro-batches of 4 each.
+SMALL = [
+    "max_steps=3",
+    "rollout.prompts_per_step=4",
+    "rollout.n_samples_per_prompt=4",
+    "train.train_batch_size=8",
+    "train.micro_batch_size=4",
+    "local.tiny_model.hidden_size=32",
+    "local.tiny_model.intermediate_size=64",
+    "local.num_threads=1",
+    "local.progress_bar=false",
+    "logging.tensorboard=false",
+    "checkpoint.save_steps=1",
+]
+
+
+@pytest.fixture
+def default_config() -> Path:
+    return DEFAULT_CONFIG
+
+
+@pytest.fixture
+def small_overrides() -> list[str]:
+    return list(SMALL)
+
+
+@pytest.fixture
+def small_config(tmp_path):
+    """small_config(*overrides, name="run") -> TrainConfig writing into tmp_path/name."""
+
+    def make(*overrides: str, name: str = "run"):
+        return load_config(DEFAULT_CONFIG, [*SMALL, f"output_dir={tmp_path / name}", *overrides])
+
+    return make
