@@ -213,3 +213,16 @@ def test_jsonl_math_prompts_with_chat_template(small_config, tmp_path, tiny_mode
     assert len(rows) == 2 and all(r["reward_mean"] == 0.0 for r in rows)  # a random model solves nothing
     # The grader itself is live: a correct boxed answer scores 1 through the same spec.
     assert trainer.reward.grade("so \\boxed{5}", {"task": "math", "answer": "5"})[0] == 1.0
+
+
+@pytest.mark.slow  # W&B starts a service process: ~10 s alone, much more on a loaded machine
+def test_wandb_offline_logging(small_config, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = small_config("max_steps=1", "logging.wandb.mode=offline", "logging.wandb.project=apmpo-test",
+                       "checkpoint.save_hf=false")
+    Trainer(cfg).fit()
+    cfg_out = Path(cfg.output_dir)
+    runs = list(cfg_out.glob("wandb/offline-run-*"))
+    assert runs, f"no offline W&B run under {cfg_out}"
+    assert (cfg_out / "wandb_run_id").read_text().strip() in runs[0].name
