@@ -11,7 +11,7 @@ import random
 from pathlib import Path
 
 from ..config import TrainConfig
-from ..tasks import ArithmeticTask
+from ..tasks import ArithmeticTask, arithmetic_problems
 
 
 class SetupError(ValueError):
@@ -21,10 +21,12 @@ class SetupError(ValueError):
 class JsonlPrompts:
     """Prompts from a JSONL file (e.g. written by ``python -m apmpo_openrlhf.data``), reshuffled every epoch."""
 
-    def __init__(self, path: str | Path, input_key: str, label_key: str, task: str, seed: int) -> None:
+    def __init__(
+        self, path: str | Path, input_key: str, label_key: str, task: str, seed: int, key_name: str = "data.train_path"
+    ) -> None:
         path = Path(path)
         if not path.is_file():
-            raise SetupError(f"data.train_path={str(path)!r}: file not found")
+            raise SetupError(f"{key_name}={str(path)!r}: file not found")
         self.records: list[dict] = []
         with path.open() as f:
             for lineno, line in enumerate(f, 1):
@@ -33,7 +35,7 @@ class JsonlPrompts:
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise SetupError(f"data.train_path={str(path)!r} line {lineno}: invalid JSON ({e})") from None
+                    raise SetupError(f"{key_name}={str(path)!r} line {lineno}: invalid JSON ({e})") from None
                 for key, name in ((input_key, "data.input_key"), (label_key, "data.label_key")):
                     if key not in row:
                         raise SetupError(
@@ -41,7 +43,7 @@ class JsonlPrompts:
                         )
                 self.records.append({"prompt": row[input_key], "label": _as_label(row[label_key], task)})
         if not self.records:
-            raise SetupError(f"data.train_path={str(path)!r}: no records")
+            raise SetupError(f"{key_name}={str(path)!r}: no records")
         self._rng = random.Random(seed)
         self._order: list[int] = []
         self._pos = 0
@@ -91,6 +93,20 @@ def build_prompt_source(cfg: TrainConfig):
         operations=t.operations,
         max_answer=t.max_answer,
     )
+
+
+def build_eval_prompts(cfg: TrainConfig) -> list[dict] | None:
+    """Held-out prompts for ``eval``: ``data.eval_path``, or every problem of the synthetic task."""
+    if cfg.data.eval_path is not None:
+        src = JsonlPrompts(
+            cfg.data.eval_path, cfg.data.input_key, cfg.data.label_key, cfg.reward.task, cfg.seed, "data.eval_path"
+        )
+        return src.records
+    if cfg.data.train_path is not None:
+        return None
+    t = cfg.local.task
+    return [{"prompt": q, "label": {"task": "arithmetic", "answer": a}}
+            for q, a in arithmetic_problems(t.min_operand, t.max_operand, t.operations, t.max_answer)]
 
 
 def render_prompt(tokenizer, prompt, apply_chat_template: bool) -> str:

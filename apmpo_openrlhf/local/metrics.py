@@ -35,11 +35,14 @@ def read_metrics(path: str | Path) -> list[dict]:
 class MetricsLogger:
     def __init__(self, cfg: TrainConfig, output_dir: Path, start_step: int) -> None:
         self.path = output_dir / "metrics.jsonl"
-        if start_step > 0:
-            truncate_jsonl(self.path, start_step)
-        elif self.path.exists():
-            self.path.unlink()  # a fresh run starts a fresh file
+        self.eval_path = output_dir / "eval.jsonl"
+        for path in (self.path, self.eval_path):
+            if start_step > 0:
+                truncate_jsonl(path, start_step)
+            elif path.exists():
+                path.unlink()  # a fresh run starts fresh files
         self._file = self.path.open("a")
+        self._eval_file = self.eval_path.open("a")
         self.log_every = cfg.logging.log_every
         self.tb = None
         if cfg.logging.tensorboard:
@@ -58,22 +61,25 @@ class MetricsLogger:
                 id=_wandb_run_id(output_dir),
             )
 
-    def log(self, row: dict) -> None:
-        self._file.write(json.dumps(row) + "\n")
-        self._file.flush()
+    def log(self, row: dict, kind: str = "train") -> None:
+        """Append ``row`` to metrics.jsonl (kind "train") or eval.jsonl (kind "eval"); mirror to TB/W&B."""
+        f = self._file if kind == "train" else self._eval_file
+        f.write(json.dumps(row) + "\n")
+        f.flush()
         step = row["step"]
-        if step % self.log_every != 0:
+        if kind == "train" and step % self.log_every != 0:
             return
         scalars = {k: v for k, v in row.items() if k != "step" and isinstance(v, (int, float))}
         if self.tb is not None:
             for k, v in scalars.items():
-                self.tb.add_scalar(f"train/{k}", v, step)
+                self.tb.add_scalar(f"{kind}/{k}", v, step)
             self.tb.flush()
         if self.wandb is not None:
-            self.wandb.log({f"train/{k}": v for k, v in scalars.items()}, step=step)
+            self.wandb.log({f"{kind}/{k}": v for k, v in scalars.items()}, step=step)
 
     def close(self) -> None:
         self._file.close()
+        self._eval_file.close()
         if self.tb is not None:
             self.tb.close()
         if self.wandb is not None:

@@ -22,7 +22,7 @@ from ..algorithms import adaptive_parameters, get_policy_loss, group_advantages,
 from ..config import TrainConfig
 from ..rewards.registry import get_reward_spec
 from .checkpoint import list_checkpoints, load_latest, rng_state, save_checkpoint, set_rng_state
-from .data import SetupError, build_prompt_source, render_prompt
+from .data import SetupError, build_eval_prompts, build_prompt_source, render_prompt
 from .metrics import MetricsLogger
 from .rollout import Rollout, generate, token_log_probs
 
@@ -96,6 +96,9 @@ class Trainer:
         except KeyError as e:
             raise SetupError(f"reward.task={cfg.reward.task!r}: {e.args[0]}") from None
         self.prompts = build_prompt_source(cfg)
+        self.eval_prompts = build_eval_prompts(cfg)
+        if (cfg.eval.at_step0 or cfg.eval.every_steps) and self.eval_prompts is None:
+            raise SetupError("eval.every_steps/eval.at_step0 need data.eval_path when data.train_path is set")
         t = cfg.train
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=t.lr, betas=tuple(t.adam_betas), weight_decay=t.weight_decay
@@ -313,6 +316,28 @@ class Trainer:
         self.step += 1
         return row
 
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Mean reward on the held-out prompts (eval temperature/top_p, n samples each).
+
+        Sampling runs under a forked RNG seeded from the step, so evaluating never changes the
+        training trajectory (a run with and without eval trains identically).
+        """
+        cfg, e = self.cfg, self.cfg.eval
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices, device_type=self.device.type):
+            torch.manual_seed(cfg.seed * 100_003 + self.step)
+            texts = [render_prompt(self.tokenizer, r["prompt"], cfg.data.apply_chat_template) for r in self.eval_prompts]
+            self.model.eval()
+            rollout = generate(
+                self.model, self.tokenizer, texts, [r["label"] for r in self.eval_prompts], e.n_samples_per_prompt,
+                e.temperature, e.top_p, cfg.rollout.max_new_tokens, cfg.rollout.max_prompt_len,
+                GENERATION_CHUNK_PROMPTS,
+            )
+            rewards = self.grade(rollout.responses, rollout.labels)
+        return {"step": self.step, "eval_reward_mean": float(rewards.mean()), "eval_samples": rewards.numel(),
+                "eval_response_length": float(rollout.response_lengths.float().mean())}
+
     def save_final_model(self) -> Path:
         out = self.output_dir / "final_model"
         self.model.save_pretrained(out)
@@ -330,9 +355,13 @@ class Trainer:
             bar = tqdm(total=cfg.max_steps, initial=self.step, desc=f"{cfg.name} [{cfg.algorithm.loss}]",
                        unit="step", file=sys.stderr, dynamic_ncols=True)
         try:
+            if cfg.eval.at_step0 and self.step == 0:
+                logger.log(self.evaluate(), kind="eval")
             while self.step < cfg.max_steps:
                 row = self.train_step()
                 logger.log(row)
+                if cfg.eval.every_steps and self.step % cfg.eval.every_steps == 0:
+                    logger.log(self.evaluate(), kind="eval")
                 if bar is not None:
                     bar.set_postfix(reward=f"{row['reward_mean']:.3f}", p=f"{row.get('p', math.nan):.3f}",
                                     eps=f"{row.get('eps_high', math.nan):.3f}")

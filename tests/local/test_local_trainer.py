@@ -226,3 +226,14 @@ def test_wandb_offline_logging(small_config, monkeypatch):
     runs = list(cfg_out.glob("wandb/offline-run-*"))
     assert runs, f"no offline W&B run under {cfg_out}"
     assert (cfg_out / "wandb_run_id").read_text().strip() in runs[0].name
+
+
+def test_evaluation_does_not_change_training(small_config):
+    _, plain_rows = _run_to_end(small_config("max_steps=2", "checkpoint.save_hf=false", name="plain"))
+    cfg = small_config("max_steps=2", "checkpoint.save_hf=false", "eval.at_step0=true", "eval.every_steps=1",
+                       "eval.n_samples_per_prompt=2", name="with_eval")
+    _, eval_rows = _run_to_end(cfg)
+    assert eval_rows == plain_rows
+    evals = read_metrics(Path(cfg.output_dir) / "eval.jsonl")
+    assert [e["step"] for e in evals] == [0, 1, 2]
+    assert all(e["eval_samples"] == 55 * 2 and 0.0 <= e["eval_reward_mean"] <= 1.0 for e in evals)
