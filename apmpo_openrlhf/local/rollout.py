@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from transformers import GenerationConfig
 
 
 @dataclass
@@ -78,22 +79,17 @@ def generate(
     prompt_len = enc["input_ids"].shape[1]
     eos_ids = _eos_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
+    # A fresh config: a real model's generation_config (repetition_penalty, top_k, its own
+    # temperature...) would make the samples come from a distribution other than the policy's.
+    gen_config = GenerationConfig(
+        do_sample=True, temperature=temperature, top_p=top_p, top_k=0, max_new_tokens=max_new_tokens,
+        num_return_sequences=n_samples, pad_token_id=pad_id, eos_token_id=eos_ids,
+    )
     outs = []
     for start in range(0, len(prompt_texts), chunk_prompts):
         ids = enc["input_ids"][start : start + chunk_prompts].to(device)
         am = enc["attention_mask"][start : start + chunk_prompts].to(device)
-        out = model.generate(
-            input_ids=ids,
-            attention_mask=am,
-            do_sample=True,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=0,
-            max_new_tokens=max_new_tokens,
-            num_return_sequences=n_samples,
-            pad_token_id=pad_id,
-            eos_token_id=eos_ids,
-        )
+        out = model.generate(input_ids=ids, attention_mask=am, generation_config=gen_config)
         outs.append(out[:, prompt_len:])
     width = max(o.shape[1] for o in outs)
     responses = torch.cat([torch.nn.functional.pad(o, (0, width - o.shape[1]), value=pad_id) for o in outs])
