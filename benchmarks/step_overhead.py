@@ -3,7 +3,7 @@
 The rollouts (generation + rewards) are drawn once; then, interleaving the methods, each
 repetition restores the same weights, optimizer and shuffle state and times the training part of
 a step (old/reference log-probs, advantages, adaptive statistics, every optimizer step of the
-rollout batch). Prints per-method medians and the ratio (target: apmpo / grpo <= 1.03).
+rollout batch). Prints per-method medians and minimums and their ratios (target: apmpo / grpo <= 1.03).
 
     python benchmarks/step_overhead.py                      # the embedded default's model and batch
     python benchmarks/step_overhead.py --set local.tiny_model.hidden_size=256 --set local.tiny_model.num_layers=4
@@ -81,7 +81,8 @@ def main() -> int:
         print(f"{m:>6}: median {statistics.median(t) * 1000:8.2f} ms/step  (min {min(t) * 1000:.2f}, max {max(t) * 1000:.2f})")
     if "grpo" in times and "apmpo" in times:
         ratio = statistics.median(times["apmpo"]) / statistics.median(times["grpo"])
-        print(f"apmpo / grpo = {ratio:.3f}  (target <= 1.03)")
+        best = min(times["apmpo"]) / min(times["grpo"])
+        print(f"apmpo / grpo = {ratio:.3f} (medians), {best:.3f} (minimums; robust to other load)  (target <= 1.03)")
     return 0
 
 

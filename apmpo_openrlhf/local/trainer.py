@@ -81,10 +81,11 @@ class Trainer:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         if cfg.local.num_threads is not None:
             torch.set_num_threads(cfg.local.num_threads)
-        torch.manual_seed(cfg.seed)
         self.device = resolve_device(cfg)
         self.model_dir = prepare_model_dir(cfg, self.output_dir)
         self.model, self.tokenizer = load_model(cfg, self.model_dir, self.device)
+        # Seed after building/loading, so a run is the same whether or not base_model already existed.
+        torch.manual_seed(cfg.seed)
         self.ref_model = None
         if cfg.algorithm.kl_beta > 0:
             self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)

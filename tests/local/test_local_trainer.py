@@ -237,3 +237,10 @@ def test_evaluation_does_not_change_training(small_config):
     evals = read_metrics(Path(cfg.output_dir) / "eval.jsonl")
     assert [e["step"] for e in evals] == [0, 1, 2]
     assert all(e["eval_samples"] == 55 * 2 and 0.0 <= e["eval_reward_mean"] <= 1.0 for e in evals)
+
+
+def test_fresh_runs_are_reproducible_with_an_existing_base_model(small_config):
+    _, first = _run_to_end(small_config("max_steps=2", "checkpoint.save_hf=false", name="a"))
+    # Same output_dir without resuming: base_model exists now and is reused, results must not move.
+    _, again = _run_to_end(small_config("max_steps=2", "checkpoint.save_hf=false", "checkpoint.resume=false", name="a"))
+    assert again == first
