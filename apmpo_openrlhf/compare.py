@@ -119,21 +119,31 @@ def _read(path: Path) -> list[dict]:
 
 
 def _smooth(values: list[float], window: int) -> list[float]:
-    out, acc = [], 0.0
-    for i, v in enumerate(values):
-        acc += v
-        if i >= window:
-            acc -= values[i - window]
-        out.append(acc / min(i + 1, window))
+    """Trailing moving average; NaN (a step without that metric, e.g. all groups filtered) is skipped."""
+    import numpy as np
+
+    v = np.asarray(values, dtype=float)
+    out = []
+    for i in range(len(v)):
+        w = v[max(0, i - window + 1) : i + 1]
+        w = w[~np.isnan(w)]
+        out.append(float(w.mean()) if w.size else math.nan)
     return out
 
 
 def _mean_curve(runs: list[list[dict]], key: str, window: int) -> tuple[list[int], list[float], list[float]]:
+    import numpy as np
+
     n = min(len(r) for r in runs)
-    curves = [_smooth([row.get(key, math.nan) for row in r[:n]], window) for r in runs]
-    mean = [statistics.fmean(c[i] for c in curves) for i in range(n)]
-    std = [statistics.pstdev([c[i] for c in curves]) if len(curves) > 1 else 0.0 for i in range(n)]
-    return list(range(1, n + 1)), mean, std
+    curves = np.array([_smooth([row.get(key, math.nan) for row in r[:n]], window) for r in runs])
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(curves, axis=0)
+            std = np.nanstd(curves, axis=0)
+    return list(range(1, n + 1)), mean.tolist(), std.tolist()
 
 
 def collect(runs: list[dict]) -> dict[str, list[list[dict]]]:
@@ -211,7 +221,7 @@ def summary(by_method: dict[str, list[list[dict]]], window: int) -> str:
     for method, runs in by_method.items():
         first = [statistics.fmean(r["reward_mean"] for r in run[:20]) for run in runs]
         last = [statistics.fmean(r["reward_mean"] for r in run[-50:]) for run in runs]
-        ent = [statistics.fmean(r["entropy"] for r in run[-50:] if "entropy" in r) for run in runs]
+        ent = [statistics.fmean([r["entropy"] for r in run[-50:] if "entropy" in r] or [math.nan]) for run in runs]
         reach = []
         for run in runs:
             sm = _smooth([r["reward_mean"] for r in run], window)
