@@ -236,7 +236,7 @@ def test_evaluation_does_not_change_training(small_config):
     assert eval_rows == plain_rows
     evals = read_metrics(Path(cfg.output_dir) / "eval.jsonl")
     assert [e["step"] for e in evals] == [0, 1, 2]
-    assert all(e["eval_samples"] == 55 * 2 and 0.0 <= e["eval_reward_mean"] <= 1.0 for e in evals)
+    assert all(e["eval_samples"] == 25 * 2 and 0.0 <= e["eval_reward_mean"] <= 1.0 for e in evals)
 
 
 def test_fresh_runs_are_reproducible_with_an_existing_base_model(small_config):
