@@ -98,8 +98,11 @@ class Trainer:
             raise SetupError(f"reward.task={cfg.reward.task!r}: {e.args[0]}") from None
         self.prompts = build_prompt_source(cfg)
         self.eval_prompts = build_eval_prompts(cfg)
-        if (cfg.eval.at_step0 or cfg.eval.every_steps) and self.eval_prompts is None:
-            raise SetupError("eval.every_steps/eval.at_step0 need data.eval_path when data.train_path is set")
+        self.eval_enabled = bool(cfg.eval.at_step0 or cfg.eval.every_steps)
+        if self.eval_enabled and self.eval_prompts is None:
+            print("warning: eval.at_step0/eval.every_steps are set but data.train_path has no data.eval_path: "
+                  "evaluation is off", file=sys.stderr)
+            self.eval_enabled = False
         t = cfg.train
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=t.lr, betas=tuple(t.adam_betas), weight_decay=t.weight_decay
@@ -356,12 +359,12 @@ class Trainer:
             bar = tqdm(total=cfg.max_steps, initial=self.step, desc=f"{cfg.name} [{cfg.algorithm.loss}]",
                        unit="step", file=sys.stderr, dynamic_ncols=True)
         try:
-            if cfg.eval.at_step0 and self.step == 0:
+            if self.eval_enabled and cfg.eval.at_step0 and self.step == 0:
                 logger.log(self.evaluate(), kind="eval")
             while self.step < cfg.max_steps:
                 row = self.train_step()
                 logger.log(row)
-                if cfg.eval.every_steps and self.step % cfg.eval.every_steps == 0:
+                if self.eval_enabled and cfg.eval.every_steps and self.step % cfg.eval.every_steps == 0:
                     logger.log(self.evaluate(), kind="eval")
                 if bar is not None:
                     bar.set_postfix(reward=f"{row['reward_mean']:.3f}", p=f"{row.get('p', math.nan):.3f}",

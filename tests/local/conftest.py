@@ -11,13 +11,14 @@ from apmpo_openrlhf.config import load_config
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "local" / "default.yaml"
 
-# 4 prompts x 4 samples = 16 per rollout, 2 optimizer steps of 8, 2 micro-batches of 4 each.
+# 8 prompts x 8 samples = 64 per rollout (enough for nonzero advantages), 2 optimizer steps of 32,
+# 2 micro-batches of 16 each.
 SMALL = [
     "max_steps=3",
-    "rollout.prompts_per_step=4",
-    "rollout.n_samples_per_prompt=4",
-    "train.train_batch_size=8",
-    "train.micro_batch_size=4",
+    "rollout.prompts_per_step=8",
+    "rollout.n_samples_per_prompt=8",
+    "train.train_batch_size=32",
+    "train.micro_batch_size=16",
     "local.tiny_model.hidden_size=32",
     "local.tiny_model.intermediate_size=64",
     "local.num_threads=1",

@@ -41,7 +41,7 @@ def test_short_run_writes_metrics_and_changes_the_model(small_config):
         for key in REQUIRED:
             assert key in r and math.isfinite(r[key]), key
         assert 0.0 <= r["reward_mean"] <= 1.0
-        assert r["optimizer_steps"] == 2  # 16 samples / train_batch_size 8
+        assert r["optimizer_steps"] == 2  # 64 samples / train_batch_size 32
         assert 0.0 <= r["clip_frac_high"] <= 1.0 and 0.0 <= r["clip_frac_low"] <= 1.0
         assert 1.0 <= r["response_length"] <= cfg.rollout.max_new_tokens
         # APMPO with exp schedule: p = exp(-0.8 mu_R), eps_high from tanh(FSS) (SPEC.md 3).
