@@ -1,0 +1,164 @@
+"""Binary math reward: the response's final answer vs the gold answer, compared by math-verify.
+
+``verify(parse(gold), parse(pred))`` with the gold first (math-verify is asymmetric) and the gold
+inside a LaTeX environment (``\\boxed{...}``). Parsing and verification run in a
+:class:`~apmpo_openrlhf.rewards.grader_pool.GraderPool` worker: inside the worker (a main thread)
+math-verify's own SIGALRM timeouts work as a soft limit, and the pool kills the worker as the hard
+limit, so a pathological answer costs at most ``timeout`` seconds in any calling thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import Iterable, NamedTuple
+
+from .extraction import FALLBACK_TAIL_CHARS, MAX_ANSWER_CHARS, last_boxed, strip_markdown_emphasis
+from .grader_pool import GradingTimeout, GradingWorkerError, default_pool
+from .registry import register_reward
+
+logger = logging.getLogger(__name__)
+
+MATH_TIMEOUT_S = 5.0
+# Soft limits inside the worker (seconds, SIGALRM); the pool's hard limit is MATH_TIMEOUT_S.
+_PARSE_SOFT_S = 1
+_VERIFY_SOFT_S = 2
+
+
+_TEXTBF_RE = re.compile(r"\\textbf\{([^{}]*)\}")
+
+
+class Grade(NamedTuple):
+    score: float
+    reason: str  # "correct" | "wrong" | "no_answer" | "unparsable" | "timeout" | "error: ..."
+
+
+def gold_to_latex(gold: object) -> str:
+    """The gold answer as LaTeX math-verify can parse: ints/floats normalised, wrapped in \\boxed{}."""
+    if isinstance(gold, bool):
+        raise TypeError("gold answer must be text or a number, got bool")
+    if isinstance(gold, float) and gold.is_integer():
+        gold = int(gold)
+    if isinstance(gold, (list, tuple)):
+        gold = ", ".join(str(g).strip().strip("$") for g in gold)
+    text = str(gold).strip()
+    if "\\boxed" in text or (text.startswith("$") and text.endswith("$") and len(text) > 1):
+        return text
+    return "\\boxed{" + text + "}"
+
+
+def prepare_prediction(response: str) -> str | None:
+    """The part of the response given to the parser: ``\\boxed{last boxed}`` or the response tail."""
+    boxed = last_boxed(response)
+    if boxed is not None:
+        boxed = strip_markdown_emphasis(boxed)
+        # Formatting that math-verify misreads: \textbf{(073)} and a sentence's final period.
+        boxed = _TEXTBF_RE.sub(r"\1", boxed).strip().rstrip(".").strip()
+        if not boxed or len(boxed) > MAX_ANSWER_CHARS:
+            return None
+        return "\\boxed{" + boxed + "}"
+    tail = strip_markdown_emphasis(response[-FALLBACK_TAIL_CHARS:]).strip()
+    return tail or None
+
+
+def _grade_in_worker(pred_text: str, gold_latex: str, boxed: bool) -> Grade:
+    """Runs inside a pool worker (main thread: SIGALRM timeouts are allowed)."""
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+    gold = parse(gold_latex, extraction_config=[LatexExtractionConfig()], parsing_timeout=_PARSE_SOFT_S)
+    if not gold:
+        return Grade(0.0, "error: gold answer unparsable")
+    if boxed:
+        pred = parse(pred_text, extraction_config=[LatexExtractionConfig()], parsing_timeout=_PARSE_SOFT_S)
+    else:
+        pred = parse(
+            pred_text,
+            extraction_config=[LatexExtractionConfig(), ExprExtractionConfig()],
+            parsing_timeout=_PARSE_SOFT_S,
+        )
+    if not pred:
+        return Grade(0.0, "unparsable")
+    start = time.monotonic()
+    ok = verify(gold, pred, timeout_seconds=_VERIFY_SOFT_S)
+    if ok:
+        return Grade(1.0, "correct")
+    # verify() turns its own timeout into False; report it as a timeout.
+    return Grade(0.0, "timeout" if time.monotonic() - start >= _VERIFY_SOFT_S * 0.95 else "wrong")
+
+
+_INTEGER_RE = re.compile(r"^[+-]?\d{1,50}$")
+
+
+def _fast_grade(pred: str, gold_latex: str) -> Grade | None:
+    """Decide without math-verify when it is certain: identical boxed text, or two integers."""
+    if not (pred.startswith("\\boxed{") and gold_latex.startswith("\\boxed{")):
+        return None
+    a = re.sub(r"\s+", "", pred[7:-1])
+    b = re.sub(r"\s+", "", gold_latex[7:-1])
+    if a == b:
+        return Grade(1.0, "correct")
+    if _INTEGER_RE.match(a) and _INTEGER_RE.match(b):
+        return Grade(1.0, "correct") if int(a) == int(b) else Grade(0.0, "wrong")
+    return None
+
+
+def _task(response: str, gold: object) -> tuple[str, str, bool] | Grade:
+    if not isinstance(response, str):
+        return Grade(0.0, f"error: response must be str, got {type(response).__name__}")
+    try:
+        gold_latex = gold_to_latex(gold)
+    except TypeError as exc:
+        return Grade(0.0, f"error: {exc}")
+    pred = prepare_prediction(response)
+    if pred is None:
+        return Grade(0.0, "no_answer")
+    fast = _fast_grade(pred, gold_latex)
+    if fast is not None:
+        return fast
+    return pred, gold_latex, pred.startswith("\\boxed{")
+
+
+def _from_exception(exc: BaseException) -> Grade:
+    if isinstance(exc, GradingTimeout):
+        return Grade(0.0, "timeout")
+    return Grade(0.0, f"error: {exc}"[:300])
+
+
+def _log_if_abnormal(grade: Grade, pred: str) -> Grade:
+    if grade.reason == "timeout" or grade.reason.startswith("error"):
+        logger.warning("math grading scored 0 (%s) for answer %.80r", grade.reason, pred)
+    return grade
+
+
+def grade_math(response: str, gold: object, *, timeout: float = MATH_TIMEOUT_S) -> Grade:
+    """Score and reason for one response. Never raises for bad model output; never blocks > timeout."""
+    task = _task(response, gold)
+    if isinstance(task, Grade):
+        return task
+    try:
+        grade = default_pool().call(_grade_in_worker, *task, timeout=timeout)
+    except (GradingTimeout, GradingWorkerError) as exc:
+        grade = _from_exception(exc)
+    return _log_if_abnormal(grade, task[0])
+
+
+def grade_math_batch(
+    pairs: Iterable[tuple[str, object]], *, timeout: float = MATH_TIMEOUT_S
+) -> list[Grade]:
+    """:func:`grade_math` over many (response, gold) pairs, spread over all pool workers."""
+    tasks = [_task(r, g) for r, g in pairs]
+    todo = [t for t in tasks if not isinstance(t, Grade)]
+    graded = default_pool().map(_grade_in_worker, todo, timeout=timeout, on_error=_from_exception)
+    done = iter(_log_if_abnormal(g, t[0]) for g, t in zip(graded, todo))
+    return [t if isinstance(t, Grade) else next(done) for t in tasks]
+
+
+@register_reward("math", detailed=grade_math)
+def math_reward(response: str, gold: object) -> float:
+    """1.0 if the final answer (last \\boxed{}, else the response's end) equals ``gold``, else 0.0."""
+    return grade_math(response, gold).score
+
+
+def math_reward_batch(pairs: Iterable[tuple[str, object]]) -> list[float]:
+    return [g.score for g in grade_math_batch(pairs)]
