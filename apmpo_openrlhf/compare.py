@@ -67,8 +67,10 @@ def flatten(overrides: dict, prefix: str = "") -> list[str]:
 def plan_runs(cc: CompareConfig, compare_path: Path, methods: list[str], seeds: list[int], extra: list[str]):
     base = (compare_path.parent / cc.base).resolve()
     runs = []
-    for method in methods:
-        for seed in seeds:
+    # Seed-major order: the methods of one seed run side by side, so that changing machine load
+    # affects every method alike (panel (c) compares wall-clock times).
+    for seed in seeds:
+        for method in methods:
             out = Path(cc.output_dir) / method / f"seed_{seed}"
             sets = [*flatten(cc.methods[method]), *cc.set, *extra, f"seed={seed}", f"output_dir={out}",
                     "local.num_threads=1", "local.progress_bar=false", f"name={method}-seed{seed}"]
