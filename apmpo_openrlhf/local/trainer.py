@@ -1,0 +1,412 @@
+"""The local backend: one process, PyTorch + transformers, CPU or one CUDA GPU.
+
+Each step: draw B prompts, sample G responses each (temperature from the config), grade them with
+the registered reward of ``reward.task``, compute group advantages and the adaptive statistics,
+old and reference log-probs, then take ``optimizer_steps_per_rollout`` AdamW steps over shuffled
+mini-batches (SPEC.md 5) with the policy loss of the registry plus the KL loss. Every formula
+comes from :mod:`apmpo_openrlhf.algorithms`; this module only moves tensors around.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+from ..algorithms import adaptive_parameters, get_policy_loss, group_advantages, kl_penalty
+from ..config import TrainConfig
+from ..rewards.registry import get_reward_spec
+from .checkpoint import list_checkpoints, load_latest, rng_state, save_checkpoint, set_rng_state
+from .data import SetupError, build_eval_prompts, build_prompt_source, render_prompt
+from .metrics import MetricsLogger
+from .rollout import Rollout, generate, token_log_probs
+
+# Prompts per generate() call: bounds the KV cache of a real model on one GPU.
+GENERATION_CHUNK_PROMPTS = 64
+
+
+def resolve_device(cfg: TrainConfig) -> torch.device:
+    want = cfg.local.device
+    if want == "cuda" and not torch.cuda.is_available():
+        raise SetupError("local.device='cuda' but no CUDA device is available (use 'auto' or 'cpu')")
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(want)
+
+
+def prepare_model_dir(cfg: TrainConfig, output_dir: Path) -> Path:
+    """``model.path``, or the tiny model built once into ``<output_dir>/base_model`` (seeded)."""
+    if cfg.model.path is not None:
+        path = Path(cfg.model.path)
+        if not (path / "config.json").is_file():
+            raise SetupError(f"model.path={cfg.model.path!r}: not a Hugging Face model directory (no config.json)")
+        return path
+    from ..models.tiny import build_tiny_model
+
+    t = cfg.local.tiny_model
+    return build_tiny_model(
+        output_dir / "base_model",
+        hidden_size=t.hidden_size,
+        num_layers=t.num_layers,
+        num_heads=t.hidden_size // 32,
+        intermediate_size=t.intermediate_size,
+        seed=cfg.seed,
+    )
+
+
+def load_model(cfg: TrainConfig, path: Path, device: torch.device):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if cfg.model.attn_implementation == "flash_attention_2" and device.type != "cuda":
+        raise SetupError("model.attn_implementation='flash_attention_2' needs CUDA; use 'sdpa' or 'eager' on CPU")
+    dtype = getattr(torch, cfg.model.dtype)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(path), dtype=dtype, attn_implementation=cfg.model.attn_implementation
+    ).to(device)
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if cfg.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    return model, tokenizer
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.output_dir = Path(cfg.output_dir)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.local.num_threads is not None:
+            torch.set_num_threads(cfg.local.num_threads)
+        self.device = resolve_device(cfg)
+        self.model_dir = prepare_model_dir(cfg, self.output_dir)
+        self.model, self.tokenizer = load_model(cfg, self.model_dir, self.device)
+        # Seed after building/loading, so a run is the same whether or not base_model already existed.
+        torch.manual_seed(cfg.seed)
+        self.ref_model = None
+        if cfg.algorithm.kl_beta > 0:
+            self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.loss = get_policy_loss(cfg.algorithm.loss)
+        self.loss_kwargs = cfg.algorithm.loss_kwargs()
+        self.kl_aggregation = "token" if self.loss.divisor == "num_tokens" else "sequence"
+        try:
+            self.reward = get_reward_spec(cfg.reward.task)
+        except KeyError as e:
+            raise SetupError(f"reward.task={cfg.reward.task!r}: {e.args[0]}") from None
+        self.prompts = build_prompt_source(cfg)
+        self.eval_prompts = build_eval_prompts(cfg)
+        self.eval_enabled = bool(cfg.eval.at_step0 or cfg.eval.every_steps)
+        if self.eval_enabled and self.eval_prompts is None:
+            print("warning: eval.at_step0/eval.every_steps are set but data.train_path has no data.eval_path: "
+                  "evaluation is off", file=sys.stderr)
+            self.eval_enabled = False
+        t = cfg.train
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=t.lr, betas=tuple(t.adam_betas), weight_decay=t.weight_decay
+        )
+        warmup = t.warmup_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: min(1.0, (s + 1) / (warmup + 1)) if warmup else 1.0
+        )
+        self.shuffle_gen = torch.Generator().manual_seed(cfg.seed + 1)
+        self.step = 0
+        self.elapsed_s = 0.0  # training wall-clock time, summed over resumed segments
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "elapsed_s": self.elapsed_s,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng_state(),
+            "shuffle_gen": self.shuffle_gen.get_state(),
+            "prompts": self.prompts.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        self.shuffle_gen.set_state(state["shuffle_gen"])
+        self.prompts.load_state_dict(state["prompts"])
+        self.step = int(state["step"])
+        self.elapsed_s = float(state["elapsed_s"])
+
+    def maybe_resume(self) -> None:
+        if not self.cfg.checkpoint.resume:
+            return
+        found = load_latest(self.output_dir, map_location="cpu")
+        if found is not None:
+            self.load_state_dict(found[1])
+
+    def save(self) -> None:
+        save_checkpoint(self.output_dir, self.step, self.state_dict(), self.cfg.checkpoint.max_keep)
+
+    # ----------------------------------------------------------------------------- rollout
+    def grade(self, responses: list[str], labels: list[dict]) -> torch.Tensor:
+        def one(pair):
+            return self.reward.grade(*pair)[0]
+
+        pairs = list(zip(responses, labels))
+        if self.cfg.reward.num_workers > 1 and len(pairs) > 1:
+            with ThreadPoolExecutor(self.cfg.reward.num_workers) as pool:
+                scores = list(pool.map(one, pairs))
+        else:
+            scores = [one(p) for p in pairs]
+        return torch.tensor(scores, dtype=torch.float32, device=self.device)
+
+    def sample_groups(self, n_prompts: int) -> tuple[Rollout, torch.Tensor]:
+        cfg, r = self.cfg, self.cfg.rollout
+        records = self.prompts.sample(n_prompts)
+        texts = [render_prompt(self.tokenizer, rec["prompt"], cfg.data.apply_chat_template) for rec in records]
+        self.model.eval()
+        rollout = generate(
+            self.model, self.tokenizer, texts, [rec["label"] for rec in records], r.n_samples_per_prompt,
+            r.temperature, r.top_p, r.max_new_tokens, r.max_prompt_len, GENERATION_CHUNK_PROMPTS,
+        )
+        return rollout, self.grade(rollout.responses, rollout.labels)
+
+    def collect(self) -> tuple[Rollout, torch.Tensor, dict]:
+        """One rollout batch; with DAPO dynamic filtering, groups with equal rewards are replaced."""
+        cfg = self.cfg
+        B, G = cfg.rollout.prompts_per_step, cfg.rollout.n_samples_per_prompt
+        rollout, rewards = self.sample_groups(B)
+        all_rewards = [rewards]
+        stats: dict = {}
+        if cfg.algorithm.dynamic_filtering:
+            kept_r, kept_w = [], []
+            for round_ in range(cfg.local.dynamic_sampling_max_rounds):
+                if round_ > 0:
+                    rollout, rewards = self.sample_groups(B)
+                    all_rewards.append(rewards)
+                g = rewards.view(-1, G)
+                keep = ~(g == g[:, :1]).all(-1)
+                rows = torch.nonzero(keep.repeat_interleave(G)).squeeze(-1)
+                if rows.numel():
+                    kept_r.append(rollout.select(rows))
+                    kept_w.append(rewards[rows])
+                if sum(w.numel() for w in kept_w) >= B * G:
+                    break
+            if kept_w:
+                rollout = _concat(kept_r, self.tokenizer)
+                rewards = torch.cat(kept_w)
+                rows = torch.arange(min(rewards.numel(), B * G), device=rewards.device)
+                rollout, rewards = rollout.select(rows), rewards[rows]
+            else:
+                rollout, rewards = None, None
+            stats["groups_kept"] = 0 if rewards is None else rewards.numel() // G
+        stats["all_rewards"] = torch.cat(all_rewards)
+        return rollout, rewards, stats
+
+    # ----------------------------------------------------------------------------- training
+    def shaped_rewards(self, rollout: Rollout, rewards: torch.Tensor) -> torch.Tensor:
+        """DAPO overlong shaping (optional): a length penalty on top of the raw reward."""
+        a = self.cfg.algorithm
+        buf = a.overlong_buffer_len
+        if buf is None:
+            return rewards
+        max_len = self.cfg.rollout.max_new_tokens
+        over = rollout.response_lengths.float() - (max_len - buf)
+        penalty = (over / buf * a.overlong_penalty_factor).clamp(min=0.0, max=a.overlong_penalty_factor)
+        return rewards - penalty
+
+    @torch.no_grad()
+    def reference_log_probs(self, model, rollout: Rollout, with_entropy: bool):
+        mb = self.cfg.train.micro_batch_size
+        lps, ents = [], []
+        for s in range(0, rollout.sequences.shape[0], mb):
+            lp, ent = token_log_probs(
+                model, rollout.sequences[s : s + mb], rollout.attention_mask[s : s + mb], rollout.prompt_len,
+                self.cfg.rollout.temperature, with_entropy,
+            )
+            lps.append(lp)
+            ents.append(ent)
+        return torch.cat(lps), (torch.cat(ents) if with_entropy else None)
+
+    def train_on(self, rollout: Rollout, rewards: torch.Tensor) -> dict:
+        cfg, a = self.cfg, self.cfg.algorithm
+        G = cfg.rollout.n_samples_per_prompt
+        adv = group_advantages(self.shaped_rewards(rollout, rewards), G, a.advantage_std, a.advantage_delta)
+        ada = adaptive_parameters(rewards, G, **a.adaptive.model_dump())
+        self.model.eval()
+        old_lp, entropy = self.reference_log_probs(self.model, rollout, with_entropy=True)
+        ref_lp = self.reference_log_probs(self.ref_model, rollout, False)[0] if self.ref_model is not None else None
+        mask = rollout.action_mask
+        self.model.train()
+
+        n = rewards.numel()
+        perm = torch.randperm(n, generator=self.shuffle_gen).to(self.device)
+        tb, mb = cfg.train.train_batch_size, cfg.train.micro_batch_size
+        sums: dict[str, float] = {}
+        weight_total = 0.0
+        grad_norms, losses, kls = [], [], []
+        for start in range(0, n, tb):
+            batch = perm[start : start + tb]
+            count = batch.numel() if self.loss.divisor == "num_sequences" else int(mask[batch].sum())
+            count = max(count, 1)
+            self.optimizer.zero_grad(set_to_none=True)
+            step_loss = step_kl = 0.0
+            for ms in range(0, batch.numel(), mb):
+                rows = batch[ms : ms + mb]
+                lp, _ = token_log_probs(
+                    self.model, rollout.sequences[rows], rollout.attention_mask[rows], rollout.prompt_len,
+                    cfg.rollout.temperature,
+                )
+                kwargs = dict(self.loss_kwargs)
+                kwargs[self.loss.divisor] = count
+                if self.loss.adaptive:
+                    kwargs["p"] = ada.p[rows]
+                    kwargs["eps_high"] = ada.eps_high[rows]
+                loss, metrics = self.loss(lp, old_lp[rows], adv[rows], mask[rows], **kwargs)
+                total = loss
+                if ref_lp is not None:
+                    kl = kl_penalty(
+                        lp, ref_lp[rows], mask[rows], a.kl_estimator, self.kl_aggregation,
+                        num_sequences=count if self.kl_aggregation == "sequence" else None,
+                        num_tokens=count if self.kl_aggregation == "token" else None,
+                    )
+                    total = total + a.kl_beta * kl
+                    step_kl += float(kl.detach())
+                total.backward()
+                step_loss += float(loss.detach())
+                w = float(mask[rows].sum())
+                weight_total += w
+                for k, v in metrics.items():
+                    sums[k] = sums.get(k, 0.0) + float(v) * w
+            grad_norms.append(float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)))
+            self.optimizer.step()
+            self.scheduler.step()
+            losses.append(step_loss)
+            kls.append(step_kl)
+
+        out = {k: v / max(weight_total, 1.0) for k, v in sums.items()}
+        out.update(
+            entropy=float(entropy[mask].mean()) if mask.any() else 0.0,
+            loss=sum(losses) / len(losses),
+            kl=sum(kls) / len(kls),
+            grad_norm=sum(grad_norms) / len(grad_norms),
+            lr=self.scheduler.get_last_lr()[0],
+            fss=float(ada.fss.mean()),
+            mu_R=float(ada.mu.mean()),
+            sigma_R=float(ada.sigma.mean()),
+            optimizer_steps=len(losses),
+            response_length=float(rollout.response_lengths.float().mean()),
+        )
+        return out
+
+    def train_step(self) -> dict:
+        t0 = time.perf_counter()
+        rollout, rewards, stats = self.collect()
+        all_rewards = stats.pop("all_rewards")
+        row = {"step": self.step + 1}
+        if rollout is not None:
+            row.update(self.train_on(rollout, rewards))
+        else:  # every group had equal rewards: nothing to learn from this step
+            row.update(optimizer_steps=0)
+        row.update(stats)
+        row["reward_mean"] = float(all_rewards.mean())
+        row["reward_std"] = float(all_rewards.std(correction=0))
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        row["step_time_s"] = time.perf_counter() - t0
+        self.elapsed_s += row["step_time_s"]
+        row["elapsed_s"] = self.elapsed_s
+        self.step += 1
+        return row
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Mean reward on the held-out prompts (eval temperature/top_p, n samples each).
+
+        Sampling runs under a forked RNG seeded from the step, so evaluating never changes the
+        training trajectory (a run with and without eval trains identically).
+        """
+        cfg, e = self.cfg, self.cfg.eval
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices, device_type=self.device.type):
+            torch.manual_seed(cfg.seed * 100_003 + self.step)
+            texts = [render_prompt(self.tokenizer, r["prompt"], cfg.data.apply_chat_template) for r in self.eval_prompts]
+            self.model.eval()
+            rollout = generate(
+                self.model, self.tokenizer, texts, [r["label"] for r in self.eval_prompts], e.n_samples_per_prompt,
+                e.temperature, e.top_p, cfg.rollout.max_new_tokens, cfg.rollout.max_prompt_len,
+                GENERATION_CHUNK_PROMPTS,
+            )
+            rewards = self.grade(rollout.responses, rollout.labels)
+        return {"step": self.step, "eval_reward_mean": float(rewards.mean()), "eval_samples": rewards.numel(),
+                "eval_response_length": float(rollout.response_lengths.float().mean())}
+
+    def save_final_model(self) -> Path:
+        out = self.output_dir / "final_model"
+        self.model.save_pretrained(out)
+        self.tokenizer.save_pretrained(out)
+        return out
+
+    def fit(self) -> None:
+        cfg = self.cfg
+        self.maybe_resume()
+        logger = MetricsLogger(cfg, self.output_dir, self.step)
+        bar = None
+        if cfg.local.progress_bar:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.max_steps, initial=self.step, desc=f"{cfg.name} [{cfg.algorithm.loss}]",
+                       unit="step", file=sys.stderr, dynamic_ncols=True)
+        try:
+            if self.eval_enabled and cfg.eval.at_step0 and self.step == 0:
+                logger.log(self.evaluate(), kind="eval")
+            while self.step < cfg.max_steps:
+                row = self.train_step()
+                logger.log(row)
+                if self.eval_enabled and cfg.eval.every_steps and self.step % cfg.eval.every_steps == 0:
+                    logger.log(self.evaluate(), kind="eval")
+                if bar is not None:
+                    bar.set_postfix(reward=f"{row['reward_mean']:.3f}", p=f"{row.get('p', math.nan):.3f}",
+                                    eps=f"{row.get('eps_high', math.nan):.3f}")
+                    bar.update(1)
+                if self.step % cfg.checkpoint.save_steps == 0 or self.step == cfg.max_steps:
+                    self.save()
+        finally:
+            if bar is not None:
+                bar.close()
+            logger.close()
+        if cfg.checkpoint.save_hf:
+            self.save_final_model()
+
+
+def _concat(parts: list[Rollout], tokenizer) -> Rollout:
+    """Join rollouts of several generation rounds (each padded differently) into one batch."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    P = max(r.prompt_len for r in parts)
+    T = max(r.action_mask.shape[1] for r in parts)
+    seqs, ams, masks = [], [], []
+    for r in parts:
+        lp, rp = P - r.prompt_len, T - r.action_mask.shape[1]
+        s = r.sequences
+        seqs.append(torch.nn.functional.pad(s, (lp, rp), value=pad))
+        ams.append(torch.nn.functional.pad(r.attention_mask, (lp, rp), value=0))
+        masks.append(torch.nn.functional.pad(r.action_mask, (0, rp), value=False))
+    return Rollout(
+        torch.cat(seqs), torch.cat(ams), torch.cat(masks), P,
+        [t for r in parts for t in r.responses], [lab for r in parts for lab in r.labels],
+    )
+
+
+def run(cfg: TrainConfig) -> int:
+    """Train with the local backend; returns the process exit code (2 for a setup error)."""
+    try:
+        trainer = Trainer(cfg)
+    except SetupError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    trainer.fit()
+    final = list_checkpoints(trainer.output_dir)
+    print(f"done: {trainer.step} steps, metrics in {trainer.output_dir / 'metrics.jsonl'}"
+          + (f", checkpoint {final[-1][1]}" if final else ""), file=sys.stderr)
+    return 0

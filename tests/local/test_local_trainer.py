@@ -1,0 +1,246 @@
+"""The local trainer end to end on a tiny model: metrics, learning signal, resume, every loss."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from apmpo_openrlhf.config import ConfigError, load_config
+from apmpo_openrlhf.local.checkpoint import list_checkpoints
+from apmpo_openrlhf.local.metrics import read_metrics
+from apmpo_openrlhf.local.trainer import Trainer, run
+
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+REQUIRED = [
+    "step", "reward_mean", "reward_std", "entropy", "p", "eps_high", "fss", "clip_frac_high",
+    "clip_frac_low", "response_length", "step_time_s",
+]
+TIMING = {"step_time_s", "elapsed_s"}
+
+
+def _weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_short_run_writes_metrics_and_changes_the_model(small_config):
+    cfg = small_config("logging.tensorboard=true")
+    trainer = Trainer(cfg)
+    before = _weights(trainer.model)
+    trainer.fit()
+    rows = read_metrics(trainer.output_dir / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    for r in rows:
+        for key in REQUIRED:
+            assert key in r and math.isfinite(r[key]), key
+        assert 0.0 <= r["reward_mean"] <= 1.0
+        assert r["optimizer_steps"] == 2  # 64 samples / train_batch_size 32
+        assert 0.0 <= r["clip_frac_high"] <= 1.0 and 0.0 <= r["clip_frac_low"] <= 1.0
+        assert 1.0 <= r["response_length"] <= cfg.rollout.max_new_tokens
+        # APMPO with exp schedule: p = exp(-0.8 mu_R), eps_high from tanh(FSS) (SPEC.md 3).
+        assert r["p"] == pytest.approx(math.exp(-0.8 * r["reward_mean"]), rel=1e-5)
+        assert 0.2 - 1e-6 <= r["eps_high"] <= 0.4 + 1e-6
+    after = trainer.model.state_dict()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert len(changed) == len(before), f"unchanged parameters: {set(before) - set(changed)}"
+    # The reference model stays at the initial weights (KL term of SPEC.md 4).
+    for k, v in trainer.ref_model.state_dict().items():
+        assert torch.equal(v, before[k])
+    assert any((trainer.output_dir / "tensorboard").iterdir())
+    # The final model is an ordinary Hugging Face directory that the same loader opens.
+    from transformers import AutoModelForCausalLM
+
+    reloaded = AutoModelForCausalLM.from_pretrained(trainer.output_dir / "final_model")
+    assert torch.equal(reloaded.state_dict()["lm_head.weight"], after["lm_head.weight"])
+
+
+def _run_to_end(cfg) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    trainer = Trainer(cfg)
+    trainer.fit()
+    rows = [{k: v for k, v in r.items() if k not in TIMING} for r in read_metrics(trainer.output_dir / "metrics.jsonl")]
+    return _weights(trainer.model), rows
+
+
+def test_resume_equals_an_uninterrupted_run(small_config):
+    full_w, full_rows = _run_to_end(small_config("max_steps=4", name="full"))
+    # Stop after 2 steps, then start again with the same output_dir.
+    _run_to_end(small_config("max_steps=2", "checkpoint.save_hf=false", name="resumed"))
+    res_w, res_rows = _run_to_end(small_config("max_steps=4", name="resumed"))
+    assert res_rows == full_rows
+    for k in full_w:
+        assert torch.equal(full_w[k], res_w[k]), k
+
+
+def test_killed_process_resumes_from_its_last_checkpoint(small_config, small_overrides, default_config, tmp_path):
+    """A real training process killed mid-run continues to the same result."""
+    full_w, full_rows = _run_to_end(small_config("max_steps=5", name="full"))
+    out = tmp_path / "killed"
+    args = [sys.executable, "-m", "apmpo_openrlhf.train", "--config", str(default_config)]
+    sets = [*small_overrides, f"output_dir={out}", "checkpoint.save_steps=2", "max_steps=1000"]
+    for s in sets:
+        args += ["--set", s]
+    proc = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = 300
+        import time
+
+        t0 = time.monotonic()
+        # Kill once a checkpoint exists and the run has moved past it (a partial step is lost).
+        while time.monotonic() - t0 < deadline:
+            ck = list_checkpoints(out)
+            metrics = out / "metrics.jsonl"
+            n = len(metrics.read_text().splitlines()) if metrics.exists() else 0
+            if ck and n >= ck[-1][0] + 1:
+                break
+            if proc.poll() is not None:
+                pytest.fail(f"training process exited early with {proc.returncode}")
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    step = list_checkpoints(out)[-1][0]
+    assert 1 <= step < 5
+    cfg = load_config(default_config, [*sets[:-1], "max_steps=5", "checkpoint.save_steps=1"])
+    res_w, res_rows = _run_to_end(cfg)
+    assert res_rows == full_rows
+    for k in full_w:
+        assert torch.equal(full_w[k], res_w[k]), k
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["algorithm.loss=grpo"],
+        ["algorithm.loss=dapo", "algorithm.dynamic_filtering=true", "algorithm.overlong_buffer_len=2"],
+        ["algorithm.loss=gmpo", "algorithm.kl_beta=0"],
+        ["algorithm.adaptive.scope=group", "algorithm.adaptive.p_schedule=linear", "algorithm.adaptive.fss=mu",
+         "algorithm.adaptive.eps_schedule=linear", "algorithm.clip=symmetric"],
+        ["algorithm.adaptive.p_schedule=fixed", "algorithm.adaptive.p_fixed=0.5", "algorithm.adaptive.fss=inv_sigma",
+         "algorithm.adaptive.eps_schedule=fixed", "algorithm.adaptive.eps_fixed=0.3", "algorithm.kl_estimator=k2",
+         "algorithm.advantage_std=unbiased", "train.warmup_steps=2"],
+    ],
+    ids=["grpo", "dapo-dynamic", "gmpo-nokl", "apmpo-group-linear", "apmpo-fixed"],
+)
+def test_every_loss_and_adaptive_option_trains(small_config, overrides):
+    cfg = small_config("max_steps=2", "checkpoint.save_hf=false", *overrides)
+    trainer = Trainer(cfg)
+    before = _weights(trainer.model)
+    trainer.fit()
+    rows = read_metrics(trainer.output_dir / "metrics.jsonl")
+    assert len(rows) == 2
+    loss = cfg.algorithm.loss
+    for r in rows:
+        if r["optimizer_steps"] == 0:  # dynamic filtering dropped every group
+            continue
+        assert math.isfinite(r["loss"]) and math.isfinite(r["kl"])
+        if loss == "grpo":
+            assert r["p"] == pytest.approx(1.0) and r["eps_high"] == pytest.approx(0.2)
+        elif loss == "dapo":
+            assert r["eps_high"] == pytest.approx(0.28) and r["groups_kept"] <= cfg.rollout.prompts_per_step
+        elif loss == "gmpo":
+            assert r["kl"] == 0.0 and r["eps_high"] == pytest.approx(math.expm1(0.4), rel=1e-5)
+    if cfg.algorithm.adaptive.p_schedule == "fixed" and loss == "apmpo":
+        assert all(r["p"] == pytest.approx(0.5) and r["eps_high"] == pytest.approx(0.3) for r in rows)
+    if any(r["optimizer_steps"] for r in rows):
+        assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("local.task.min_operand=7", "local.task"),
+        ("local.tiny_model.hidden_size=48", "local.tiny_model.hidden_size"),
+        ("local.device=tpu", "local.device"),
+        ("local.nonsense=1", "local.nonsense"),
+        ("local.task.operations=['*']", "local.task.operations"),
+        ("train.train_batch_size=7", "train.train_batch_size"),
+        ("algorithm.adaptive.eps_min=0.5", "algorithm.adaptive"),
+    ],
+)
+def test_bad_config_values_name_the_key(default_config, override, key):
+    overrides = [override]
+    if override.startswith("local.task.min_operand"):
+        overrides.append("local.task.max_operand=3")
+    with pytest.raises(ConfigError) as e:
+        load_config(default_config, overrides)
+    assert key in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("model.path=/nonexistent/model", "model.path"),
+        ("data.train_path=/nonexistent/train.jsonl", "data.train_path"),
+        ("model.attn_implementation=flash_attention_2", "model.attn_implementation"),
+    ],
+)
+def test_setup_errors_exit_2_and_name_the_key(small_config, capsys, override, key):
+    if key == "model.attn_implementation" and torch.cuda.is_available():
+        pytest.skip("flash-attn on CUDA is a valid setup")
+    assert run(small_config(override, "local.device=cpu")) == 2
+    assert key in capsys.readouterr().err
+
+
+def test_jsonl_math_prompts_with_chat_template(small_config, tmp_path, tiny_model_dir):
+    """The real-data path: a JSONL prompt file, the chat template, the math reward (math-verify)."""
+    problems = [("What is $2+3$?", "5"), ("Compute $7 \\times 6$.", "42"), ("What is $10-4$?", "6"),
+                ("Simplify $\\frac{6}{3}$.", "2"), ("What is $3^2$?", "9")]
+    path = tmp_path / "train.jsonl"
+    with path.open("w") as f:
+        for q, a in problems:
+            label = json.dumps({"task": "math", "answer": a})
+            f.write(json.dumps({"prompt": [{"role": "user", "content": q}], "label": label}) + "\n")
+    cfg = small_config(
+        f"model.path={tiny_model_dir}", f"data.train_path={path}", "data.apply_chat_template=true",
+        "reward.task=math", "rollout.max_new_tokens=8", "max_steps=2", "checkpoint.save_hf=false",
+    )
+    trainer = Trainer(cfg)
+    rendered = trainer.tokenizer.apply_chat_template(
+        [{"role": "user", "content": problems[0][0]}], tokenize=False, add_generation_prompt=True
+    )
+    assert rendered.startswith("<|im_start|>user\n") and rendered.endswith("<|im_start|>assistant\n")
+    trainer.fit()
+    rows = read_metrics(trainer.output_dir / "metrics.jsonl")
+    assert len(rows) == 2 and all(r["reward_mean"] == 0.0 for r in rows)  # a random model solves nothing
+    # The grader itself is live: a correct boxed answer scores 1 through the same spec.
+    assert trainer.reward.grade("so \\boxed{5}", {"task": "math", "answer": "5"})[0] == 1.0
+
+
+@pytest.mark.slow  # W&B starts a service process: ~10 s alone, much more on a loaded machine
+def test_wandb_offline_logging(small_config, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = small_config("max_steps=1", "logging.wandb.mode=offline", "logging.wandb.project=apmpo-test",
+                       "checkpoint.save_hf=false")
+    Trainer(cfg).fit()
+    cfg_out = Path(cfg.output_dir)
+    runs = list(cfg_out.glob("wandb/offline-run-*"))
+    assert runs, f"no offline W&B run under {cfg_out}"
+    assert (cfg_out / "wandb_run_id").read_text().strip() in runs[0].name
+
+
+def test_evaluation_does_not_change_training(small_config):
+    _, plain_rows = _run_to_end(small_config("max_steps=2", "checkpoint.save_hf=false", name="plain"))
+    cfg = small_config("max_steps=2", "checkpoint.save_hf=false", "eval.at_step0=true", "eval.every_steps=1",
+                       "eval.n_samples_per_prompt=2", name="with_eval")
+    _, eval_rows = _run_to_end(cfg)
+    assert eval_rows == plain_rows
+    evals = read_metrics(Path(cfg.output_dir) / "eval.jsonl")
+    assert [e["step"] for e in evals] == [0, 1, 2]
+    assert all(e["eval_samples"] == 25 * 2 and 0.0 <= e["eval_reward_mean"] <= 1.0 for e in evals)
+
+
+def test_fresh_runs_are_reproducible_with_an_existing_base_model(small_config):
+    _, first = _run_to_end(small_config("max_steps=2", "checkpoint.save_hf=false", name="a"))
+    # Same output_dir without resuming: base_model exists now and is reused, results must not move.
+    _, again = _run_to_end(small_config("max_steps=2", "checkpoint.save_hf=false", "checkpoint.resume=false", name="a"))
+    assert again == first
