@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m apmpo_openrlhf.train",
         description=(
             "Train an LLM with APMPO (or GRPO, DAPO, GMPO) on verifiable rewards. "
-            "Every setting is a config key; see the README's configuration reference."
+            "Every setting is a config key; docs/config.md lists every key (python -m apmpo_openrlhf.config.reference)."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(

@@ -31,8 +31,8 @@ class TinyModelSection(_Section):
     """Sizes of the tiny Llama built when ``model.path`` is null (see apmpo_openrlhf.models.tiny)."""
 
     hidden_size: int = Field(64, ge=32, description="hidden size (multiple of 32: head_dim is 32)")
-    num_layers: int = Field(2, ge=1)
-    intermediate_size: int = Field(128, ge=1)
+    num_layers: int = Field(2, ge=1, description="decoder layers of the tiny model")
+    intermediate_size: int = Field(128, ge=1, description="MLP width of the tiny model")
 
     @field_validator("hidden_size")
     @classmethod

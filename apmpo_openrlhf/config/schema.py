@@ -80,8 +80,10 @@ class ModelSection(Section):
         None, description="Hugging Face model directory; null = build the tiny local model (local backend only)"
     )
     dtype: Literal["float32", "bfloat16", "float16"] = Field("bfloat16", description="parameter dtype")
-    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field("flash_attention_2")
-    gradient_checkpointing: bool = Field(False)
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
+        "flash_attention_2", description="attention kernel; flash_attention_2 needs a GPU (use sdpa or eager on CPU)"
+    )
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass (less memory)")
 
 
 class RolloutSection(Section):
@@ -99,8 +101,8 @@ class TrainSection(Section):
     )
     micro_batch_size: int = Field(4, ge=1, description="samples per forward/backward (gradient accumulation)")
     lr: float = Field(1e-6, gt=0, description="AdamW learning rate (constant)")
-    weight_decay: float = Field(0.0, ge=0)
-    adam_betas: tuple[float, float] = Field((0.9, 0.95))
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    adam_betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW (beta1, beta2), each in [0, 1)")
     grad_clip: float = Field(1.0, gt=0, description="global gradient-norm clip")
     warmup_steps: int = Field(0, ge=0, description="linear LR warm-up, in optimizer steps")
 
@@ -118,7 +120,7 @@ class DataSection(Section):
     input_key: str = Field("prompt", description="field holding the chat-formatted prompt")
     label_key: str = Field("label", description="field holding the JSON label given to the reward")
     image_key: str | None = Field(None, description="field holding images (vision-language models)")
-    apply_chat_template: bool = Field(True)
+    apply_chat_template: bool = Field(True, description="render chat-message prompts with the model's chat template")
 
 
 class RewardSection(Section):
@@ -129,9 +131,9 @@ class RewardSection(Section):
 
 class WandbSection(Section):
     project: str = Field("apmpo", description="W&B project")
-    entity: str | None = None
-    run_name: str | None = None
-    mode: Literal["online", "offline", "disabled"] = "online"
+    entity: str | None = Field(None, description="W&B entity (team or user)")
+    run_name: str | None = Field(None, description="W&B run name (null = the config's name)")
+    mode: Literal["online", "offline", "disabled"] = Field("online", description="offline writes locally for `wandb sync`")
 
 
 class LoggingSection(Section):
@@ -150,9 +152,9 @@ class CheckpointSection(Section):
 class EvalSection(Section):
     at_step0: bool = Field(False, description="evaluate before the first training step")
     every_steps: int | None = Field(None, ge=1, description="evaluate every N steps (None = never)")
-    n_samples_per_prompt: int = Field(4, ge=1)
-    temperature: float = Field(0.6, gt=0)
-    top_p: float = Field(0.95, gt=0, le=1)
+    n_samples_per_prompt: int = Field(4, ge=1, description="samples per evaluation prompt")
+    temperature: float = Field(0.6, gt=0, description="evaluation sampling temperature (SPEC.md 6)")
+    top_p: float = Field(0.95, gt=0, le=1, description="evaluation nucleus sampling")
 
 
 class TrainConfig(Section):
