@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from ..algorithms import adaptive_parameters, get_policy_loss, group_advantages, kl_penalty
-from ..config import TrainConfig
+from ..config import TRAIN_CONFIG_FILE, TrainConfig, save_config
 from ..rewards.registry import get_reward_spec
 from .checkpoint import list_checkpoints, load_latest, rng_state, save_checkpoint, set_rng_state
 from .data import SetupError, build_eval_prompts, build_prompt_source, render_prompt
@@ -114,6 +114,9 @@ class Trainer:
         self.shuffle_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.step = 0
         self.elapsed_s = 0.0  # training wall-clock time, summed over resumed segments
+        # Written once the setup is accepted (a rejected config leaves an earlier run's file alone); the
+        # evaluation harness reads method, seed and base model from it (evaluation/run_info.py).
+        save_config(cfg, self.output_dir / TRAIN_CONFIG_FILE)
 
     # ----------------------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict:

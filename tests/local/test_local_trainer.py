@@ -244,3 +244,21 @@ def test_fresh_runs_are_reproducible_with_an_existing_base_model(small_config):
     # Same output_dir without resuming: base_model exists now and is reused, results must not move.
     _, again = _run_to_end(small_config("max_steps=2", "checkpoint.save_hf=false", "checkpoint.resume=false", name="a"))
     assert again == first
+
+
+def test_run_saves_its_config_where_the_evaluation_harness_reads_it(small_config):
+    """<output_dir>/train_config.yaml holds the resolved config; evaluating final_model/ then reports
+    the run's method, seed and name without flags."""
+    import yaml
+
+    from apmpo_openrlhf.config import validate
+    from evaluation.run_info import resolve_run_identity
+
+    cfg = small_config("max_steps=1", "algorithm.loss=gmpo", "seed=3", "name=ablation-x", name="gmpo_seed3")
+    assert run(cfg) == 0
+    saved = Path(cfg.output_dir) / "train_config.yaml"
+    assert validate(yaml.safe_load(saved.read_text())) == cfg
+    ident = resolve_run_identity(str(Path(cfg.output_dir) / "final_model"))
+    assert (ident["method"], ident["train_seed"], ident["train_name"]) == ("gmpo", 3, "ablation-x")
+    assert ident["identity_source"] == str(saved.resolve())
+    assert resolve_run_identity(str(Path(cfg.output_dir) / "final_model"), method="base")["method"] == "base"
