@@ -19,15 +19,9 @@ from .problems import BenchmarkSpec, LoadOptions, Problem, image_messages
 
 
 def load_math(spec: BenchmarkSpec, path: Path, options: LoadOptions, extra: dict) -> list[Problem]:
-    # sources.load_math reads <data dir>/<its relative path>; an overridden file is read in place.
-    rel, _ = sources.MATH_BENCHMARKS[spec.name]
-    root = path
-    for _ in Path(rel).parts:
-        root = root.parent
-    if root / rel != path:
-        raise FileNotFoundError(f"{spec.name}: a file given with --benchmark-path must end in {rel}, got {path}")
+    # ``path``: the standard file under the data folder, or any file given with --benchmark-path.
     problems = []
-    for rec in islice(sources.load_math(spec.name, root), options.limit):
+    for rec in islice(sources.load_math_file(spec.name, path), options.limit):
         meta = {k: rec["metadata"][k] for k in spec.breakdown_keys if k in rec["metadata"]}
         problems.append(Problem(
             id=rec["id"],

@@ -1,8 +1,10 @@
 """``python -m evaluation.report RUN_DIR ... --format md|csv|json``: the paper's Table 1 and Table 5.
 
 A run is one ``--out`` folder of ``python -m evaluation.run`` (its run.json says model, method and
-training seed). Rows: each run, and per (model, method) the mean and sample standard deviation
-(ddof=1) over its runs (the paper's 3 training seeds). Values are percentages.
+training seed). Rows: each run, and per (model, method, training run name, checkpoint step) the mean
+and sample standard deviation (ddof=1) over its runs (the paper's 3 training seeds); the training run
+name (the config's ``name``) keeps an ablation apart from the plain method and is shown when one
+model and method have several. Values are percentages.
 Table 1: Math500, AIME24/AIME25/AMC23 (Pass@1 and Pass@16), Minerva, Olympiad, Avg Pass@1 (over the
 six) / Avg Pass@16 (over AIME24, AIME25, AMC23). Table 5: Geometry3K, Spider, BIRD (Pass@1).
 """
@@ -59,6 +61,7 @@ class Run:
     train_seed: int | None
     run_name: str
     step: int | None = None
+    train_name: str | None = None  # the training config's `name` (e.g. an ablation); None when unknown
     metrics: dict[str, dict] = field(default_factory=dict)  # benchmark -> metrics
     limits: dict[str, int | None] = field(default_factory=dict)
 
@@ -95,7 +98,8 @@ def find_runs(paths: list[str]) -> list[Path]:
 def load_run(path: Path) -> Run:
     info = json.loads((path / "run.json").read_text())
     run = Run(path, info.get("model_name") or Path(info.get("model", path.name)).name, info.get("method") or "base",
-              info.get("train_seed"), info.get("run_name") or path.name, info.get("checkpoint_step"))
+              info.get("train_seed"), info.get("run_name") or path.name, info.get("checkpoint_step"),
+              info.get("train_name"))
     for bdir in sorted(path.iterdir()):
         mfile = bdir / "metrics.json"
         if mfile.is_file():
@@ -119,18 +123,26 @@ def _seed_key(run: Run):
 
 
 def build_rows(runs: list[Run], columns: list[Column]) -> list[dict]:
-    """Aggregated rows (kind 'mean') followed by each group's runs (kind 'run'), grouped by model."""
-    groups: dict[tuple[str, str, int | None], list[Run]] = {}
+    """Aggregated rows (kind 'mean') followed by each group's runs (kind 'run'), grouped by model.
+
+    A group is (model, method, training run name, step): the seeds of one training config. The
+    training run name is part of the label only where one (model, method) has several of them."""
+    groups: dict[tuple[str, str, str | None, int | None], list[Run]] = {}
     for r in runs:
-        groups.setdefault((r.model, r.method, r.step), []).append(r)
+        groups.setdefault((r.model, r.method, r.train_name, r.step), []).append(r)
+    names_per_method: dict[tuple[str, str], set] = {}
+    for mo, m, n, _ in groups:
+        names_per_method.setdefault((mo, m), set()).add(n)
     rows = []
     models = list(dict.fromkeys(r.model for r in runs))
     for model in models:
-        keys = sorted(((m, s) for (mo, m, s) in groups if mo == model),
-                      key=lambda k: (_method_key(k[0]), k[1] is None, k[1] or 0))
-        for method, step in keys:
-            members = sorted(groups[(model, method, step)], key=_seed_key)
-            agg = {"kind": "mean", "model": model, "method": method, "step": step, "n_runs": len(members),
+        keys = sorted(((m, n, s) for (mo, m, n, s) in groups if mo == model),
+                      key=lambda k: (_method_key(k[0]), k[1] is not None, k[1] or "", k[2] is None, k[2] or 0))
+        for method, train_name, step in keys:
+            members = sorted(groups[(model, method, train_name, step)], key=_seed_key)
+            variant = train_name if len(names_per_method[(model, method)]) > 1 else None
+            common = {"model": model, "method": method, "train_name": train_name, "variant": variant, "step": step}
+            agg = {"kind": "mean", **common, "n_runs": len(members),
                    "train_seeds": [r.train_seed for r in members], "values": {}}
             for col in columns:
                 vals = [v for r in members if (v := r.value(col)) is not None]
@@ -139,7 +151,7 @@ def build_rows(runs: list[Run], columns: list[Column]) -> list[dict]:
                     agg["values"][col.key] = {"mean": statistics.fmean(vals), "std": std, "n": len(vals)}
             rows.append(agg)
             for r in members:
-                rows.append({"kind": "run", "model": model, "method": method, "step": step, "train_seed": r.train_seed,
+                rows.append({"kind": "run", **common, "train_seed": r.train_seed,
                              "run_name": r.run_name, "path": str(r.path),
                              "values": {c.key: {"mean": v, "std": None, "n": 1}
                                         for c in columns if (v := r.value(c)) is not None}})
@@ -207,6 +219,8 @@ def render_md(tables: dict[str, list[dict]], limited: list[str]) -> str:
                     current = r["model"]
                     out.append("| **" + current + "** |" + " |" * (len(heads) - 1))
                 label = method_title(r["method"])
+                if r.get("variant"):
+                    label += f" [{r['variant']}]"
                 if r.get("step") is not None:
                     label += f" @step{r['step']}"
                 if kind == "mean" and r["n_runs"] > 1:
@@ -224,8 +238,8 @@ def render_md(tables: dict[str, list[dict]], limited: list[str]) -> str:
 def render_csv(tables: dict[str, list[dict]]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["table", "kind", "model", "method", "step", "train_seed", "run_name", "n_runs", "column", "mean",
-                     "std"])
+    writer.writerow(["table", "kind", "model", "method", "train_name", "step", "train_seed", "run_name", "n_runs",
+                     "column", "mean", "std"])
     for name, rows in tables.items():
         for r in rows:
             for col in TABLES[name][1]:
@@ -233,7 +247,8 @@ def render_csv(tables: dict[str, list[dict]]) -> str:
                 if cell is None:
                     continue
                 step = "" if r.get("step") is None else r["step"]
-                writer.writerow([name, r["kind"], r["model"], r["method"], step, "" if r.get("train_seed") is None else r["train_seed"],
+                seed = "" if r.get("train_seed") is None else r["train_seed"]
+                writer.writerow([name, r["kind"], r["model"], r["method"], r.get("train_name") or "", step, seed,
                                  r.get("run_name", ""), r.get("n_runs", 1), col.key, f"{cell['mean']:.4f}",
                                  "" if cell["std"] is None else f"{cell['std']:.4f}"])
     return buf.getvalue()

@@ -1,9 +1,11 @@
-"""Who a run is in the report: model name, training method, training seed, run name.
+"""Who a run is in the report: model name, training method, training seed, training run name, run name.
 
 Explicit flags win. Otherwise they are read from the training config saved next to the
 checkpoint (the resolved TrainConfig YAML that the trainers write into their output_dir; looked
-for in the model folder and up to three folders above it), else: method ``base``, model name = the
-model folder's name, train seed unknown (None). A checkpoint folder's step (global_step100, ...)
+for in the model folder and up to three folders above it): ``algorithm.loss`` -> method, ``seed`` ->
+train seed, the folder name of ``model.path`` -> model name, ``name`` -> training run name (what keeps
+an ablation apart from the plain method it modifies). Else: method ``base``, model name = the
+model folder's name, train seed and training run name unknown (None). A checkpoint folder's step (global_step100, ...)
 is recorded too, so the report keeps checkpoints of one run apart.
 """
 
@@ -50,7 +52,9 @@ def resolve_run_identity(model_dir: str, *, method: str | None = None, model_nam
         model_name = Path(base_model).name if base_model else Path(model_dir).resolve().name
     if train_seed is None and "seed" in cfg:
         train_seed = int(cfg["seed"])
+    train_name = cfg.get("name")
     return {"model_name": model_name, "method": method, "train_seed": train_seed,
+            "train_name": str(train_name) if train_name is not None else None,
             "checkpoint_step": checkpoint_step(model_dir),
             "run_name": run_name or Path(model_dir).resolve().name, "identity_source": source}
 

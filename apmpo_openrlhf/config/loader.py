@@ -7,6 +7,8 @@ what is allowed.
 from __future__ import annotations
 
 import copy
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -139,3 +141,26 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     raw = load_raw(path) if path is not None else {}
     raw = apply_overrides(raw, overrides)
     return validate(raw, str(path) if path is not None else "defaults")
+
+
+TRAIN_CONFIG_FILE = "train_config.yaml"
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> Path:
+    """Write the resolved config as YAML (every key, defaults included) atomically: a crash mid-write
+    never leaves a truncated file that the evaluation harness would read."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp makes it owner-only; a config is for everyone who evaluates the run
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -8,6 +8,7 @@ from .sources import (
     load_bird_dev,
     load_geometry3k,
     load_math,
+    load_math_file,
     load_spider_dev,
     load_sql,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "load_bird_dev",
     "load_geometry3k",
     "load_math",
+    "load_math_file",
     "load_spider_dev",
     "load_sql",
 ]

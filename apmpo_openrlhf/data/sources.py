@@ -98,15 +98,32 @@ def load_math(
     data_dir: str | os.PathLike | None = None,
     on_bad_record: Callable[[DataFormatError], None] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Records ``{id, problem, answer, benchmark, metadata}`` of a math benchmark or MATH train.
+    """Records ``{id, problem, answer, benchmark, metadata}`` of a math benchmark or MATH train,
+    read from its standard place under the data folder (see :func:`load_math_file`)."""
+    if name not in MATH_BENCHMARKS:
+        raise ValueError(f"unknown math benchmark {name!r}; choose from {sorted(MATH_BENCHMARKS)}")
+    rel, _ = MATH_BENCHMARKS[name]
+    path = require_path(_root(data_dir) / rel, f"{name} data file", "set --data-dir or APMPO_DATA_DIR")
+    yield from load_math_file(name, path, on_bad_record)
+
+
+def load_math_file(
+    name: str,
+    path: str | os.PathLike,
+    on_bad_record: Callable[[DataFormatError], None] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Records of the math benchmark ``name`` read from the JSONL file ``path`` (any location; the
+    fields are those of ``name``'s release, e.g. ``question``/``final_answer`` for olympiadbench).
 
     A malformed record raises DataFormatError, or, with ``on_bad_record``, is passed to it and
     skipped (MATH train has two solutions with an empty ``\\boxed{}``: lines 5530 and 5532).
     """
     if name not in MATH_BENCHMARKS:
         raise ValueError(f"unknown math benchmark {name!r}; choose from {sorted(MATH_BENCHMARKS)}")
-    rel, id_field = MATH_BENCHMARKS[name]
-    path = require_path(_root(data_dir) / rel, f"{name} data file", "set --data-dir or APMPO_DATA_DIR")
+    _, id_field = MATH_BENCHMARKS[name]
+    path = require_path(Path(path), f"{name} data file")
+    if not path.is_file():
+        raise FileNotFoundError(f"{name} data file: {path} is a folder, not a JSONL file")
     for lineno, rec in read_jsonl(path):
         try:
             yield _math_record(name, id_field, rec, f"{path}:{lineno}", lineno)

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from ..algorithms import adaptive_parameters, get_policy_loss, group_advantages, kl_penalty
-from ..config import TrainConfig
+from ..config import TRAIN_CONFIG_FILE, TrainConfig, save_config
 from ..rewards.registry import get_reward_spec
 from .checkpoint import list_checkpoints, load_latest, rng_state, save_checkpoint, set_rng_state
 from .data import SetupError, build_eval_prompts, build_prompt_source, render_prompt
@@ -59,11 +59,25 @@ def prepare_model_dir(cfg: TrainConfig, output_dir: Path) -> Path:
     )
 
 
+def check_cpu_model_settings(cfg: TrainConfig, device: torch.device) -> None:
+    """The schema's model defaults (bfloat16, flash_attention_2) are GPU settings, right for the
+    OpenRLHF backend; a local config that keeps them on the CPU stops here, naming both keys."""
+    if device.type == "cuda":
+        return
+    problems = []
+    if cfg.model.attn_implementation == "flash_attention_2":
+        problems.append("model.attn_implementation='flash_attention_2' needs CUDA; on CPU use 'sdpa' or 'eager'")
+    if cfg.model.dtype != "float32":
+        problems.append(f"model.dtype={cfg.model.dtype!r}: on CPU use 'float32' (half-precision CPU kernels are "
+                        "slow, and AdamW on half-precision weights drops small updates)")
+    if problems:
+        raise SetupError(f"{'; '.join(problems)} (local.device={cfg.local.device!r} resolved to CPU; "
+                         "configs/local/default.yaml sets float32 and sdpa)")
+
+
 def load_model(cfg: TrainConfig, path: Path, device: torch.device):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if cfg.model.attn_implementation == "flash_attention_2" and device.type != "cuda":
-        raise SetupError("model.attn_implementation='flash_attention_2' needs CUDA; use 'sdpa' or 'eager' on CPU")
     dtype = getattr(torch, cfg.model.dtype)
     model = AutoModelForCausalLM.from_pretrained(
         str(path), dtype=dtype, attn_implementation=cfg.model.attn_implementation
@@ -82,6 +96,7 @@ class Trainer:
         if cfg.local.num_threads is not None:
             torch.set_num_threads(cfg.local.num_threads)
         self.device = resolve_device(cfg)
+        check_cpu_model_settings(cfg, self.device)  # before the tiny model is built or a model is loaded
         self.model_dir = prepare_model_dir(cfg, self.output_dir)
         self.model, self.tokenizer = load_model(cfg, self.model_dir, self.device)
         # Seed after building/loading, so a run is the same whether or not base_model already existed.
@@ -114,6 +129,9 @@ class Trainer:
         self.shuffle_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.step = 0
         self.elapsed_s = 0.0  # training wall-clock time, summed over resumed segments
+        # Written once the setup is accepted (a rejected config leaves an earlier run's file alone); the
+        # evaluation harness reads method, seed and base model from it (evaluation/run_info.py).
+        save_config(cfg, self.output_dir / TRAIN_CONFIG_FILE)
 
     # ----------------------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict:

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from ..config import ConfigError, TrainConfig
+from ..config import TRAIN_CONFIG_FILE, ConfigError, TrainConfig, save_config
 from . import flash_attn_standin
 from .arguments import REPO_ROOT, algorithm_spec, openrlhf_argv, shell_command, under_ray_job, with_path_base
 
@@ -158,11 +158,19 @@ def _train(cfg: TrainConfig, args, real_train) -> None:
     if args.train.async_enable:
         raise OpenRLHFArgumentError("--train.async_enable is not supported by the APMPO extension")
     args.apmpo = algorithm_spec(cfg).as_dict()
+    prepare_output_dirs(cfg, args)
     if not ray.is_initialized():
         ray.init(runtime_env={"env_vars": worker_env(cfg, job=under_ray_job())})
+    real_train(args)
+
+
+def prepare_output_dirs(cfg: TrainConfig, args) -> Path:
+    """Create OpenRLHF's checkpoint and final-model folders and save the resolved config as
+    ``<output_dir>/train_config.yaml``, where the evaluation harness finds it from ``final_model/`` and
+    ``checkpoints/global_step*_hf/`` (it looks up to three folders above a model)."""
     for path in (args.ckpt.path, args.ckpt.output_dir):
         Path(path).mkdir(parents=True, exist_ok=True)
-    real_train(args)
+    return save_config(cfg, Path(cfg.output_dir) / TRAIN_CONFIG_FILE)
 
 
 def _check_local_inputs(argv: list[str]) -> None:

@@ -37,6 +37,23 @@ def test_math_train_answers_from_solutions(data_dir):
         list(load_math("math_train", data_dir))
 
 
+def test_math_file_anywhere_reads_like_the_standard_place(data_dir, tmp_path):
+    lines = (data_dir / "math_eval/olympiadbench/test.jsonl").read_text().splitlines()[:4]
+    lines.insert(2, json.dumps({"question": "Q", "final_answer": []}))  # no answer
+    path = tmp_path / "any_name.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    bad = []
+    recs = list(sources.load_math_file("olympiadbench", path, on_bad_record=bad.append))
+    assert recs == list(load_math("olympiadbench", data_dir))[:4]
+    assert len(bad) == 1 and f"{path}:3: empty answer" in str(bad[0])
+    with pytest.raises(DataFormatError, match="any_name.jsonl:3"):
+        list(sources.load_math_file("olympiadbench", path))
+    with pytest.raises(ValueError, match="unknown math benchmark 'aime'"):
+        list(sources.load_math_file("aime", path))
+    with pytest.raises(FileNotFoundError, match="olympiadbench data file not found"):
+        list(sources.load_math_file("olympiadbench", tmp_path / "missing.jsonl"))
+
+
 def test_sql_and_geometry_loaders(data_dir):
     spider = list(load_spider_dev(data_dir))
     assert len(spider) == 1034 and spider[0]["gold_sql"] == "SELECT count(*) FROM singer"

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
+from apmpo_openrlhf.config import TRAIN_CONFIG_FILE, load_config, save_config
 from evaluation.batch import final_model, find_model_dirs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -20,8 +20,8 @@ SCRIPTS = REPO_ROOT / "evaluation" / "scripts"
 def make_training_run(root: Path, model_src: Path, method: str, seed: int, steps=(1, 2), final=True) -> Path:
     """A training output_dir as the trainers lay it out, with its resolved config."""
     root.mkdir(parents=True)
-    (root / "train_config.yaml").write_text(yaml.safe_dump(
-        {"name": root.name, "seed": seed, "algorithm": {"loss": method}, "model": {"path": "/models/Tiny-Instruct"}}))
+    save_config(load_config(None, [f"name={root.name}", f"seed={seed}", f"algorithm.loss={method}",
+                                   "model.path=/models/Tiny-Instruct"]), root / TRAIN_CONFIG_FILE)
     for step in steps:
         shutil.copytree(model_src, root / "checkpoints" / f"global_step{step}_hf")
     (root / "checkpoints" / "global_step9").mkdir(parents=True)  # a DeepSpeed state folder: not a model

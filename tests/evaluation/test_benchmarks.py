@@ -61,13 +61,20 @@ def test_geometry3k_records(data_dir):
 
 
 def test_benchmark_path_override(data_dir, tmp_path):
-    target = tmp_path / "elsewhere" / "math_eval" / "aime25" / "test.jsonl"
-    target.parent.mkdir(parents=True)
-    target.write_text((data_dir / "math_eval/aime25/test.jsonl").read_text().splitlines()[1] + "\n")
-    b = load_benchmark("aime25", LoadOptions(data_dir=data_dir, paths={"aime25": target}))
-    assert [p.gold for p in b.problems] == ["588"]
-    with pytest.raises(FileNotFoundError, match="must end in math_eval/aime25/test.jsonl"):
-        load_benchmark("aime25", LoadOptions(paths={"aime25": data_dir / "math_eval/aime24/test.jsonl"}))
+    """--benchmark-path NAME=PATH: a math file is read wherever it lies, with NAME's fields and ids."""
+    from evaluation.run import _parse_paths
+
+    lines = (data_dir / "math_eval/aime24/test.jsonl").read_text().splitlines()[:3]
+    target = tmp_path / "whatever.jsonl"
+    target.write_text("\n".join(lines) + "\n")
+    b = load_benchmark("aime24", LoadOptions(paths=_parse_paths([f"aime24={target}"])))
+    assert b.path == target
+    standard = load_benchmark("aime24", LoadOptions(data_dir=data_dir, limit=3)).problems
+    assert [(p.id, p.gold, p.prompt.messages) for p in b.problems] == \
+        [(p.id, p.gold, p.prompt.messages) for p in standard]
+    assert len(b.problems) == 3
+    with pytest.raises(FileNotFoundError, match="is a folder, not a JSONL file"):
+        load_benchmark("aime24", LoadOptions(paths={"aime24": tmp_path}))
 
 
 def test_registry_titles_cover_the_paper_tables():

@@ -15,11 +15,12 @@ from evaluation import report
 MATH = ("math500", "aime24", "aime25", "amc23", "minerva", "olympiadbench")
 
 
-def write_run(root, name, model, method, seed, values: dict[str, tuple[float, float | None]], limit=None):
+def write_run(root, name, model, method, seed, values: dict[str, tuple[float, float | None]], limit=None,
+              train_name=None):
     d = root / name
     d.mkdir(parents=True)
     (d / "run.json").write_text(json.dumps({"model": f"/models/{model}", "model_name": model, "method": method,
-                                            "train_seed": seed, "run_name": name}))
+                                            "train_seed": seed, "run_name": name, "train_name": train_name}))
     for bench, (p1, p16) in values.items():
         (d / bench).mkdir()
         metrics = {"pass@1": p1, "num_problems": 30, "n_samples": 16}
@@ -116,3 +117,25 @@ def test_report_errors(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert report.main([str(tmp_path / "empty")]) == 2
     assert "no run.json" in capsys.readouterr().err
+
+
+def test_ablation_runs_are_not_averaged_with_the_plain_method(tmp_path, capsys):
+    """Runs of one method from different training configs (the config's `name`, e.g. an ablation that
+    keeps algorithm.loss=apmpo) get their own mean row, labelled with that name; seeds still pool."""
+    plain, ablation = "math-m-apmpo", "ablation-table7_fss-m-fss_mu"
+    for seed, v in ((0, 0.2), (1, 0.4)):
+        write_run(tmp_path, f"apmpo-s{seed}", "M", "apmpo", seed, {"math500": (v, None)}, train_name=plain)
+        write_run(tmp_path, f"fss_mu-s{seed}", "M", "apmpo", seed, {"math500": (v + 0.5, None)}, train_name=ablation)
+    write_run(tmp_path, "grpo-s0", "M", "grpo", 0, {"math500": (0.1, None)}, train_name="math-m-grpo")
+    assert report.main([str(tmp_path), "--format", "md"]) == 0
+    out = capsys.readouterr().out
+    cells = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in out.splitlines()
+             if line.startswith("| ") and "(n=" in line}
+    assert cells[f"APMPO [{ablation}] (n=2)"] == f"{statistics.fmean([70, 90]):.1f}±{statistics.stdev([70, 90]):.1f}"
+    assert cells[f"APMPO [{plain}] (n=2)"] == f"{statistics.fmean([20, 40]):.1f}±{statistics.stdev([20, 40]):.1f}"
+    assert "| GRPO |" in out  # a single training config per method: no name in the label
+    assert f"APMPO [{ablation}] seed=1 (fss_mu-s1)" in out
+    assert report.main([str(tmp_path), "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    means = {r["train_name"]: float(r["mean"]) for r in rows if r["kind"] == "mean"}
+    assert means == {plain: pytest.approx(30.0), ablation: pytest.approx(80.0), "math-m-grpo": pytest.approx(10.0)}

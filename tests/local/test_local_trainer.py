@@ -181,13 +181,35 @@ def test_bad_config_values_name_the_key(default_config, override, key):
         ("model.path=/nonexistent/model", "model.path"),
         ("data.train_path=/nonexistent/train.jsonl", "data.train_path"),
         ("model.attn_implementation=flash_attention_2", "model.attn_implementation"),
+        ("model.dtype=bfloat16", "model.dtype"),
     ],
 )
 def test_setup_errors_exit_2_and_name_the_key(small_config, capsys, override, key):
-    if key == "model.attn_implementation" and torch.cuda.is_available():
-        pytest.skip("flash-attn on CUDA is a valid setup")
     assert run(small_config(override, "local.device=cpu")) == 2
     assert key in capsys.readouterr().err
+
+
+def test_schema_gpu_model_defaults_on_cpu_stop_with_both_keys_and_the_cpu_values(tmp_path, capsys):
+    """A local config of one's own that does not extend configs/local/default.yaml keeps the schema's
+    GPU defaults (bfloat16, flash_attention_2): on the CPU the run stops before building anything,
+    with one message naming both keys and the values that work there."""
+    from apmpo_openrlhf import train
+
+    own = tmp_path / "own.yaml"
+    own.write_text(f"backend: local\noutput_dir: {tmp_path / 'out'}\nlocal:\n  device: cpu\n")
+    cfg = load_config(own)
+    assert (cfg.model.dtype, cfg.model.attn_implementation) == ("bfloat16", "flash_attention_2")
+    assert train.main(["--config", str(own)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    assert "model.attn_implementation='flash_attention_2' needs CUDA; on CPU use 'sdpa' or 'eager'" in err
+    assert "model.dtype='bfloat16': on CPU use 'float32'" in err
+    assert not (tmp_path / "out" / "base_model").exists() and not (tmp_path / "out" / "train_config.yaml").exists()
+    # The same config with the CPU values passes this check (it then trains; not run here).
+    from apmpo_openrlhf.local.trainer import check_cpu_model_settings
+
+    fixed = load_config(own, ["model.dtype=float32", "model.attn_implementation=eager"])
+    check_cpu_model_settings(fixed, torch.device("cpu"))
 
 
 def test_jsonl_math_prompts_with_chat_template(small_config, tmp_path, tiny_model_dir):
@@ -244,3 +266,21 @@ def test_fresh_runs_are_reproducible_with_an_existing_base_model(small_config):
     # Same output_dir without resuming: base_model exists now and is reused, results must not move.
     _, again = _run_to_end(small_config("max_steps=2", "checkpoint.save_hf=false", "checkpoint.resume=false", name="a"))
     assert again == first
+
+
+def test_run_saves_its_config_where_the_evaluation_harness_reads_it(small_config):
+    """<output_dir>/train_config.yaml holds the resolved config; evaluating final_model/ then reports
+    the run's method, seed and name without flags."""
+    import yaml
+
+    from apmpo_openrlhf.config import validate
+    from evaluation.run_info import resolve_run_identity
+
+    cfg = small_config("max_steps=1", "algorithm.loss=gmpo", "seed=3", "name=ablation-x", name="gmpo_seed3")
+    assert run(cfg) == 0
+    saved = Path(cfg.output_dir) / "train_config.yaml"
+    assert validate(yaml.safe_load(saved.read_text())) == cfg
+    ident = resolve_run_identity(str(Path(cfg.output_dir) / "final_model"))
+    assert (ident["method"], ident["train_seed"], ident["train_name"]) == ("gmpo", 3, "ablation-x")
+    assert ident["identity_source"] == str(saved.resolve())
+    assert resolve_run_identity(str(Path(cfg.output_dir) / "final_model"), method="base")["method"] == "base"

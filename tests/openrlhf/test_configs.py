@@ -246,24 +246,44 @@ def test_training_refuses_missing_local_inputs_before_starting_ray(tmp_path, cap
     assert f"model.path = '{tmp_path}/no_model': not found" in capsys.readouterr().err
 
 
-def test_training_path_hands_openrlhf_train_the_patched_classes():
+def test_training_path_hands_openrlhf_train_the_patched_classes(tmp_path):
     """The wiring of a real run up to OpenRLHF's train(): patches installed before the CLI module
-    runs are what its train() uses, and the hook receives OpenRLHF's own train function."""
-    from apmpo_openrlhf.openrlhf_adapter.launcher import run_openrlhf_cli
+    runs are what its train() uses, and the hook receives OpenRLHF's own train function. The output
+    folders are prepared as _train() prepares them before ray.init: OpenRLHF's checkpoint and
+    final-model folders, and the resolved config that the evaluation harness reads."""
+    import yaml
+
+    from apmpo_openrlhf.config import validate
+    from apmpo_openrlhf.openrlhf_adapter.launcher import prepare_output_dirs, run_openrlhf_cli
     from apmpo_openrlhf.openrlhf_adapter.patches import check_installed, install_driver_patches
+    from evaluation.run_info import resolve_run_identity
 
     seen = {}
+    cfg = _apmpo(f"output_dir={tmp_path / 'apmpo_seed2'}", "seed=2")
 
     def on_validated(args, real_train):
         check_installed(real_train.__globals__)  # raises if OpenRLHF would use its own classes
         seen["train_file"] = real_train.__code__.co_filename
         seen["kl"] = args.algo.kl.init_coef
+        seen["saved"] = prepare_output_dirs(cfg, args)
+        seen["final_model_dir"] = Path(args.ckpt.output_dir)
 
     restore = install_driver_patches()
     try:
-        run_openrlhf_cli(openrlhf_argv(_apmpo(), cwd=REPO), on_validated, capture=True)
+        run_openrlhf_cli(openrlhf_argv(cfg, cwd=REPO), on_validated, capture=True)
     finally:
         restore()
     assert seen["train_file"].endswith("openrlhf/cli/train_ppo_ray.py") and seen["kl"] == 0.001
+    out = tmp_path / "apmpo_seed2"
+    assert seen["saved"] == out / "train_config.yaml"
+    assert (out / "checkpoints").is_dir() and seen["final_model_dir"] == out / "final_model"
+    assert validate(yaml.safe_load(seen["saved"].read_text())) == cfg  # every key, round-trips
+    assert not list(out.glob(".*.tmp"))  # written through a temporary file, renamed
+    # OpenRLHF writes the final model and the HF checkpoint copies below output_dir; from there the
+    # harness finds the config (it looks up to three folders above a model folder).
+    for model_dir in (seen["final_model_dir"], out / "checkpoints" / "global_step50_hf"):
+        ident = resolve_run_identity(str(model_dir))
+        assert (ident["method"], ident["train_seed"], ident["model_name"], ident["train_name"]) == (
+            "apmpo", 2, "Qwen2.5-Math-1.5B-Instruct", "math-qwen2.5-math-1.5b-instruct-apmpo")
     with pytest.raises(RuntimeError, match="did not pick up APMPOPolicyModelActor"):
         run_openrlhf_cli(openrlhf_argv(_apmpo(), cwd=REPO), on_validated, capture=True)
