@@ -25,6 +25,7 @@ SMALL = [
     "local.progress_bar=false",
     "logging.tensorboard=false",
     "checkpoint.save_steps=1",
+    "algorithm.kl_beta=0.001",  # default.yaml turns KL off; the small tests exercise the reference model
 ]
 
 
