@@ -11,6 +11,7 @@ import random
 from pathlib import Path
 
 from ..config import TrainConfig
+from ..data.sources import DataFormatError, read_jsonl
 from ..tasks import ArithmeticTask, arithmetic_problems
 
 
@@ -28,20 +29,16 @@ class JsonlPrompts:
         if not path.is_file():
             raise SetupError(f"{key_name}={str(path)!r}: file not found")
         self.records: list[dict] = []
-        with path.open() as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise SetupError(f"{key_name}={str(path)!r} line {lineno}: invalid JSON ({e})") from None
+        try:
+            for lineno, row in read_jsonl(path):
                 for key, name in ((input_key, "data.input_key"), (label_key, "data.label_key")):
                     if key not in row:
                         raise SetupError(
                             f"{name}={key!r}: line {lineno} of {path} has no such field (fields: {sorted(row)})"
                         )
                 self.records.append({"prompt": row[input_key], "label": _as_label(row[label_key], task)})
+        except DataFormatError as e:  # names the file and line
+            raise SetupError(f"{key_name}: {e}") from None
         if not self.records:
             raise SetupError(f"{key_name}={str(path)!r}: no records")
         self._rng = random.Random(seed)
