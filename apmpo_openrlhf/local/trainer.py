@@ -162,6 +162,14 @@ class Trainer:
         found = load_latest(self.output_dir, map_location="cpu")
         if found is not None:
             self.load_state_dict(found[1])
+            if self.step >= self.cfg.max_steps:
+                note = "already complete: nothing to train"
+            else:
+                note = f"resuming at step {self.step} of {self.cfg.max_steps}"
+            print(
+                f"{self.output_dir}: {note} (checkpoint.resume=true; use --set output_dir=DIR for a fresh run)",
+                file=sys.stderr,
+            )
 
     def save(self) -> None:
         save_checkpoint(self.output_dir, self.step, self.state_dict(), self.cfg.checkpoint.max_keep)

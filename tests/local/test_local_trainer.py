@@ -78,6 +78,15 @@ def test_resume_equals_an_uninterrupted_run(small_config):
         assert torch.equal(full_w[k], res_w[k]), k
 
 
+def test_rerun_says_whether_it_resumes_or_is_complete(small_config, capsys):
+    _run_to_end(small_config("max_steps=2", name="again"))
+    capsys.readouterr()
+    _run_to_end(small_config("max_steps=3", name="again"))
+    assert "resuming at step 2 of 3" in capsys.readouterr().err
+    _run_to_end(small_config("max_steps=3", name="again"))
+    assert "already complete: nothing to train" in capsys.readouterr().err
+
+
 def test_killed_process_resumes_from_its_last_checkpoint(small_config, small_overrides, default_config, tmp_path):
     """A real training process killed mid-run continues to the same result."""
     full_w, full_rows = _run_to_end(small_config("max_steps=5", name="full"))
