@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, NamedTuple
 
 from apmpo_openrlhf.rewards import grade_label
@@ -41,9 +40,9 @@ def _grade_one(args: tuple[str, dict]) -> tuple[float, str]:
     if label["task"] == "sql":
         # The harness resolved the database folder from its own flags; $APMPO_SQL_DB_ROOT (the
         # training-time relocation knob of grade_label) must not silently replace it.
-        from apmpo_openrlhf.rewards.sql_grading import grade_sql
+        from apmpo_openrlhf.rewards.sql_grading import grade_sql, resolve_db_path
 
-        db_path = Path(label["db_root"]) / label["db_id"] / f"{label['db_id']}.sqlite"
+        db_path = resolve_db_path(label, env_override=False)
         return tuple(grade_sql(response, label["gold_sql"], db_path, dialect=label.get("dialect", "spider")))
     return grade_label(response, label)
 

@@ -202,16 +202,17 @@ def sql_reward(
     return grade_sql(response, gold_sql, db_path, order_matters, dialect=dialect, timeout_s=timeout_s).score
 
 
-def resolve_db_path(label: Mapping[str, Any]) -> Path:
-    """``<root>/<db_id>/<db_id>.sqlite`` where root is $APMPO_SQL_DB_ROOT, else the label's
-    ``db_root``, else ``<data dir>/sql/<dialect>/database``."""
+def resolve_db_path(label: Mapping[str, Any], *, env_override: bool = True) -> Path:
+    """``<root>/<db_id>/<db_id>.sqlite`` where root is $APMPO_SQL_DB_ROOT (unless
+    ``env_override=False``: a caller that chose the folder itself), else the label's ``db_root``,
+    else ``<data dir>/sql/<dialect>/database``."""
     db_id = label.get("db_id")
     if not isinstance(db_id, str) or not _DB_ID_RE.match(db_id):
         raise ValueError(f"sql label needs a plain 'db_id' (letters, digits, _ and -), got {db_id!r}")
     dialect = label.get("dialect", "spider")
     if dialect not in DIALECTS:
         raise ValueError(f"sql label 'dialect' must be one of {DIALECTS}, got {dialect!r}")
-    root = os.environ.get(DB_ROOT_ENV) or label.get("db_root")
+    root = (os.environ.get(DB_ROOT_ENV) if env_override else None) or label.get("db_root")
     if not root:
         from ..paths import data_dir
 
