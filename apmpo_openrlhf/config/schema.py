@@ -100,7 +100,13 @@ class TrainSection(Section):
         1024, ge=1, description="samples per optimizer step; prompts_per_step*n/train_batch_size steps per rollout"
     )
     micro_batch_size: int = Field(4, ge=1, description="samples per forward/backward (gradient accumulation)")
-    lr: float = Field(1e-6, gt=0, description="AdamW learning rate (constant)")
+    lr: float = Field(1e-6, gt=0, description="AdamW peak learning rate")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant",
+        description="after warm-up: constant (the paper's setting) or cosine decay to min_lr_ratio * lr at the last "
+        "optimizer step (OpenRLHF's cosine_with_min_lr)",
+    )
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine schedule: final learning rate as a fraction of lr")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     adam_betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW (beta1, beta2), each in [0, 1)")
     grad_clip: float = Field(1.0, gt=0, description="global gradient-norm clip")

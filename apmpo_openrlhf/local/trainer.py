@@ -88,6 +88,28 @@ def load_model(cfg: TrainConfig, path: Path, device: torch.device):
     return model, tokenizer
 
 
+def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str, min_lr_ratio: float) -> float:
+    """Learning-rate multiplier at optimizer step ``step``: linear warm-up from 0, then constant or
+    cosine decay to ``min_lr_ratio`` at ``total_steps``. These are the formulas of transformers'
+    ``constant_with_warmup`` / ``cosine_with_min_lr`` schedules, which OpenRLHF's actor uses
+    (tests compare them); importing transformers.optimization would pull in bitsandbytes."""
+    if step < warmup_steps:
+        return step / max(1, warmup_steps)
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_lr_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    """``train.lr_schedule`` over the planned optimizer steps (``max_steps`` x steps per rollout)."""
+    t = cfg.train
+    total = cfg.max_steps * cfg.optimizer_steps_per_rollout
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, t.warmup_steps, total, t.lr_schedule, t.min_lr_ratio)
+    )
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
@@ -122,10 +144,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=t.lr, betas=tuple(t.adam_betas), weight_decay=t.weight_decay
         )
-        warmup = t.warmup_steps
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: min(1.0, (s + 1) / (warmup + 1)) if warmup else 1.0
-        )
+        self.scheduler = build_lr_scheduler(self.optimizer, cfg)
         self.shuffle_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.step = 0
         self.elapsed_s = 0.0  # training wall-clock time, summed over resumed segments

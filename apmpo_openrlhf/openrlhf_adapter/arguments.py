@@ -230,7 +230,11 @@ def openrlhf_argv(cfg: TrainConfig, cwd: Path | None = None, relative_reward_pat
     _flag(argv, "actor.adam.betas", *t.adam_betas)
     _flag(argv, "actor.adam.weight_decay", t.weight_decay)
     _flag(argv, "actor.max_norm", t.grad_clip)
-    _flag(argv, "actor.lr_scheduler", "constant_with_warmup")
+    if t.lr_schedule == "cosine":
+        _flag(argv, "actor.lr_scheduler", "cosine_with_min_lr")
+        _flag(argv, "actor.min_lr_ratio", t.min_lr_ratio)
+    else:
+        _flag(argv, "actor.lr_scheduler", "constant_with_warmup")
     _flag(argv, "actor.lr_warmup_ratio", t.warmup_steps / total_optimizer_steps)
     # Advantages: group_norm is OpenRLHF's GRPO estimator (drops the critic, checks n > 1); the
     # experience maker replaces its values by SPEC.md 2's (population std + delta).

@@ -293,3 +293,34 @@ def test_run_saves_its_config_where_the_evaluation_harness_reads_it(small_config
     assert (ident["method"], ident["train_seed"], ident["train_name"]) == ("gmpo", 3, "ablation-x")
     assert ident["identity_source"] == str(saved.resolve())
     assert resolve_run_identity(str(Path(cfg.output_dir) / "final_model"), method="base")["method"] == "base"
+
+
+@pytest.mark.parametrize("schedule,transformers_name", [("constant", "constant_with_warmup"),
+                                                         ("cosine", "cosine_with_min_lr")])
+@pytest.mark.parametrize("warmup", [0, 3])
+def test_lr_schedule_matches_the_transformers_schedule_openrlhf_uses(schedule, transformers_name, warmup):
+    from transformers import get_scheduler
+
+    from apmpo_openrlhf.local.trainer import lr_factor
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([param], lr=1.0)
+    kwargs = {"min_lr_rate": 0.1} if schedule == "cosine" else {}
+    ref = get_scheduler(transformers_name, opt, num_warmup_steps=warmup, num_training_steps=20,
+                        scheduler_specific_kwargs=kwargs)
+    for step in range(21):
+        assert lr_factor(step, warmup, 20, schedule, 0.1) == pytest.approx(ref.get_last_lr()[0], abs=1e-12), step
+        opt.step()
+        ref.step()
+    # Past the planned end (dynamic filtering can take fewer steps, never more) it stays at the floor.
+    assert lr_factor(25, warmup, 20, schedule, 0.1) == pytest.approx(1.0 if schedule == "constant" else 0.1)
+
+
+def test_cosine_schedule_reaches_its_floor_at_the_last_step(small_config):
+    cfg = small_config("max_steps=3", "train.lr_schedule=cosine", "train.min_lr_ratio=0.2", "checkpoint.save_hf=false")
+    trainer = Trainer(cfg)
+    trainer.fit()
+    rows = read_metrics(trainer.output_dir / "metrics.jsonl")
+    lrs = [r["lr"] for r in rows]
+    assert lrs[0] < cfg.train.lr and lrs == sorted(lrs, reverse=True)
+    assert lrs[-1] == pytest.approx(0.2 * cfg.train.lr)

@@ -287,3 +287,12 @@ def test_training_path_hands_openrlhf_train_the_patched_classes(tmp_path):
             "apmpo", 2, "Qwen2.5-Math-1.5B-Instruct", "math-qwen2.5-math-1.5b-instruct-apmpo")
     with pytest.raises(RuntimeError, match="did not pick up APMPOPolicyModelActor"):
         run_openrlhf_cli(openrlhf_argv(_apmpo(), cwd=REPO), on_validated, capture=True)
+
+
+def test_cosine_lr_schedule_maps_to_openrlhfs_cosine_with_min_lr():
+    cfg = load_config(REPO / "configs" / "math" / "qwen2.5-math-1.5b-instruct" / "apmpo.yaml",
+                      ["train.lr_schedule=cosine", "train.min_lr_ratio=0.05", "train.warmup_steps=16"])
+    args, _ = validate_with_openrlhf(openrlhf_argv(cfg, cwd=REPO))
+    assert args.actor.lr_scheduler == "cosine_with_min_lr"
+    assert args.actor.min_lr_ratio == pytest.approx(0.05)
+    assert args.actor.lr_warmup_ratio == pytest.approx(16 / (400 * 4))
