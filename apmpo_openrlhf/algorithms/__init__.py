@@ -6,7 +6,7 @@ exactly one implementation of each formula of SPEC.md.
 
 from .adaptive import AdaptiveParameters, adaptive_parameters, validate_adaptive_options
 from .advantages import group_advantages
-from .kl import kl_penalty
+from .kl import kl_penalty, kl_per_token
 from .losses import (
     POLICY_LOSSES,
     PolicyLoss,
@@ -32,6 +32,7 @@ __all__ = [
     "group_advantages",
     "grpo_loss",
     "kl_penalty",
+    "kl_per_token",
     "log_power_mean",
     "validate_adaptive_options",
 ]

@@ -311,11 +311,7 @@ class Trainer:
                 loss, metrics = self.loss(lp, old_lp[rows], adv[rows], mask[rows], **kwargs)
                 total = loss
                 if ref_lp is not None:
-                    kl = kl_penalty(
-                        lp, ref_lp[rows], mask[rows], a.kl_estimator, self.kl_aggregation,
-                        num_sequences=count if self.kl_aggregation == "sequence" else None,
-                        num_tokens=count if self.kl_aggregation == "token" else None,
-                    )
+                    kl = self.kl_loss(lp, ref_lp[rows], mask[rows], count)
                     total = total + a.kl_beta * kl
                     step_kl += float(kl.detach())
                 total.backward()
@@ -344,6 +340,15 @@ class Trainer:
             response_length=float(rollout.response_lengths.float().mean()),
         )
         return out
+
+    def kl_loss(self, log_probs: torch.Tensor, ref_log_probs: torch.Tensor, mask: torch.Tensor, count) -> torch.Tensor:
+        """KL term of one micro-batch (SPEC.md 4; multiply by beta), aggregated like the policy term
+        over the ``count`` sequences (DAPO: tokens) of its optimizer step: the core's ``kl_penalty``,
+        which the OpenRLHF actor uses too (openrlhf_adapter/actor.py)."""
+        divisor = "num_sequences" if self.kl_aggregation == "sequence" else "num_tokens"
+        return kl_penalty(
+            log_probs, ref_log_probs, mask, self.cfg.algorithm.kl_estimator, self.kl_aggregation, **{divisor: count}
+        )
 
     def train_step(self) -> dict:
         t0 = time.perf_counter()

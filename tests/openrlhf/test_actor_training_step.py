@@ -12,10 +12,12 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+from pathlib import Path
 
 import pytest
 import torch
 
+REPO = Path(__file__).resolve().parents[2]
 LOSSES = ["grpo", "dapo", "gmpo", "apmpo"]
 G = 4
 
@@ -76,9 +78,13 @@ def process_group(tmp_path_factory):
             os.environ[k] = v
 
 
-def build_actor(make_openrlhf_args, model_dir, loss, micro_batch_size, extra=()):
+def build_actor(make_openrlhf_args, model_dir, loss, micro_batch_size, extra=(), optimizer="adam"):
     """APMPOPolicyModelActor's class body in this process, initialised through OpenRLHF's own
-    init_model_from_pretrained (the Ray wrapper only adds placement; see test_ray_actor.py)."""
+    init_model_from_pretrained (the Ray wrapper only adds placement; see test_ray_actor.py).
+
+    ``optimizer="sgd"``: plain SGD (no momentum, no weight decay) at ``train.lr``, so that an
+    optimizer step moves the fp32 master weights by exactly -lr x the step's gradient (a test can
+    read the gradient of every step back from the weights)."""
     from openrlhf.utils import get_strategy
 
     from apmpo_openrlhf.openrlhf_adapter.actor import APMPOActorPPOTrainer, APMPOPolicyModelActorImpl
@@ -111,6 +117,9 @@ def build_actor(make_openrlhf_args, model_dir, loss, micro_batch_size, extra=())
         config = real_ds_config(*a, **k)
         if "optimizer" in config:
             config["optimizer"]["params"]["torch_adam"] = True
+            if optimizer == "sgd":
+                config["optimizer"] = {"type": "SGD", "params": {"lr": config["optimizer"]["params"]["lr"]}}
+                config["zero_allow_untested_optimizer"] = True
         return config
 
     strategy.get_ds_train_config = ds_config_with_torch_adam
@@ -239,3 +248,111 @@ def test_training_step_with_each_loss(loss, actors):
         assert status["p"] == pytest.approx(torch.exp(torch.tensor(-0.8 * 5 / 8)).item(), rel=1e-5)
     else:
         assert status["p"] == (0.0 if loss == "gmpo" else 1.0)
+
+
+def fp32_master(actor) -> torch.Tensor:
+    """The optimizer's fp32 copy of every parameter (ZeRO-3 partitions gathered), flattened in
+    ``parameters()`` order."""
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    return torch.cat([safe_get_full_fp32_param(p).flatten() for p in actor.actor.model.module.parameters()])
+
+
+# log pi - log pi_ref per response token: beyond OpenRLHF's k3 clamp (value 10 <=> d < -2.53)
+# and inside it
+KL_LOG_RATIOS = torch.tensor([-3.0, 0.5, -6.0, -1.0, 2.0, -2.6, 0.0, -4.0, 1.0, -0.3])
+
+
+def local_layout(experiences):
+    """The samples of OpenRLHF experiences in the local backend's layout (prompts left-padded to
+    P, responses right-padded; rollout.py), with the reference log-probs of their response tokens."""
+    rows = []
+    for e in experiences:
+        for b in range(e.sequences.shape[0]):
+            mask = e.action_mask[b].bool()
+            prompt_len = int(mask.nonzero()[0]) + 1  # action_mask[t] marks token t + 1
+            n = int(mask.sum())
+            seq = e.sequences[b]
+            rows.append((seq[:prompt_len], seq[prompt_len : prompt_len + n], e.base_action_log_probs[b][mask]))
+    P, T = max(len(r[0]) for r in rows), max(len(r[1]) for r in rows)
+    seqs = torch.zeros(len(rows), P + T, dtype=torch.long)
+    attn = torch.zeros_like(seqs)
+    mask = torch.zeros(len(rows), T, dtype=torch.bool)
+    ref = torch.zeros(len(rows), T)
+    for i, (prompt, response, ref_lp) in enumerate(rows):
+        seqs[i, P - len(prompt) : P], seqs[i, P : P + len(response)] = prompt, response
+        attn[i, P - len(prompt) : P + len(response)] = 1
+        mask[i, : len(response)] = True
+        ref[i, : len(response)] = ref_lp.float()
+    return seqs, attn, P, mask, ref
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", ["apmpo", "dapo"])  # sequence-mean and token-mean aggregation
+def test_kl_loss_is_the_cores_on_both_backends(loss, process_group, tiny_model_dir, make_openrlhf_args, tmp_path):
+    """One KL definition (SPEC.md 4, the core's exact k3): a real OpenRLHF actor step (ZeRO-3,
+    bf16) and the local trainer's KL term give the same KL value and the same parameter gradient
+    for the same weights, tokens and reference log-probs, including log-ratios beyond the clamp of
+    OpenRLHF's own estimator (d = -3, -4, -6: there its k3 is 10 with gradient 0).
+
+    A = 0 for every sample, so the policy term has no gradient and the SGD step is -lr x the KL
+    gradient (kl_ctl = 1)."""
+    from apmpo_openrlhf.config import load_config
+    from apmpo_openrlhf.local.rollout import token_log_probs
+    from apmpo_openrlhf.local.trainer import Trainer
+    from apmpo_openrlhf.openrlhf_adapter.experience import INFO_ADVANTAGE  # first: flash_attn stand-in
+    from openrlhf.models.utils import compute_approx_kl
+
+    lr = 0.05
+    _, args, actor = build_actor(make_openrlhf_args, tiny_model_dir, loss, micro_batch_size=2 * G,
+                                 extra=["train.grad_clip=1000", f"train.lr={lr}"], optimizer="sgd")
+    experiences = rollout_experiences(actor, args, seed=7)
+    offset = 0
+    for e in experiences:
+        mask = e.action_mask.bool()
+        d = torch.zeros_like(e.action_log_probs)
+        d[mask] = KL_LOG_RATIOS.roll(offset).repeat(int(mask.sum()) // len(KL_LOG_RATIOS) + 1)[: int(mask.sum())]
+        offset += 3
+        e.base_action_log_probs = (e.action_log_probs - d).to(e.action_log_probs.dtype)
+        e.info[INFO_ADVANTAGE] = torch.zeros_like(e.info[INFO_ADVANTAGE])
+        e.advantages = torch.zeros_like(e.advantages)
+    seqs, attn, prompt_len, mask, ref = local_layout(experiences)
+    assert len(seqs) == 2 * G
+
+    before = fp32_master(actor)
+    for e in experiences:
+        actor.append(e)
+    with cpu_shims("cpu"):
+        status = actor.fit(kl_ctl=1.0)
+    grad_openrlhf = (before - fp32_master(actor)) / lr
+
+    cfg = load_config(REPO / "configs" / "local" / "default.yaml",
+                      [f"model.path={tiny_model_dir}", f"algorithm.loss={loss}", "algorithm.kl_beta=1",
+                       f"output_dir={tmp_path / 'local'}", "local.progress_bar=false", "logging.tensorboard=false"])
+    trainer = Trainer(cfg)
+    trainer.model.train()
+    lp, _ = token_log_probs(trainer.model, seqs, attn, prompt_len, cfg.rollout.temperature)
+    count = len(seqs) if loss == "apmpo" else int(mask.sum())
+    kl_local = trainer.kl_loss(lp, ref, mask, count)
+    grads = torch.autograd.grad(kl_local, list(trainer.model.parameters()), retain_graph=True)
+    grad_local = torch.cat([g.flatten() for g in grads])
+    d_local = (lp.detach() - ref)[mask]
+    assert float((d_local < -2.6).float().mean()) > 0.3  # a third of the tokens lie beyond the clamp
+
+    def rel(a, b):
+        return float((a - b).norm() / b.norm())
+
+    # same objective: bf16 (actor) vs fp32 (local) forward/backward; measured 3e-5 (value) and 7e-3
+    # (gradient) relative differences here
+    assert status["kl"] == pytest.approx(float(kl_local), rel=0.03)
+    assert rel(grad_openrlhf, grad_local) < 0.05
+    # the test tells the definitions apart: OpenRLHF's clamped estimator on the same tokens (before the
+    # fix the actor step gave its KL, 4.3 instead of 36.8, and a gradient off by 100%)
+    clamped = compute_approx_kl(lp, ref, kl_estimator="k3")
+    if loss == "apmpo":
+        clamped_kl = ((clamped * mask).sum(-1) / mask.sum(-1)).sum() / count
+    else:
+        clamped_kl = (clamped * mask).sum() / count
+    grad_clamped = torch.cat([g.flatten() for g in torch.autograd.grad(clamped_kl, list(trainer.model.parameters()))])
+    assert rel(grad_clamped, grad_local) > 0.3
+    assert float(clamped_kl) < 0.9 * float(kl_local)
