@@ -153,6 +153,8 @@ class APMPOActorPPOTrainer(ActorPPOTrainer):
                 step=step,
                 dynamic_batch=self.args.train.dynamic_batch_enable,
             )
+        else:
+            self.close_window_after(step)
         # OpenRLHF passes loss_batch_info to the policy loss *and* to aggregate_loss (KL, entropy):
         # fixing the aggregation here keeps the KL term aggregated like the policy term.
         loss_batch_info = {**loss_batch_info, "token_level_loss": self.actor_loss_fn.token_level}
@@ -162,6 +164,27 @@ class APMPOActorPPOTrainer(ActorPPOTrainer):
                 return super().training_step(experience, kl_ctl, step, loss_batch_info)
         finally:
             self.actor_loss_fn.bind(None)
+
+
+    def close_window_after(self, step: int) -> None:
+        """Make OpenRLHF's optimizer-step window of micro-batch ``step`` DeepSpeed's one, too.
+
+        ``ppo_train`` groups the micro-batches of each rollout into windows of gas
+        (``iter_grad_accum_global_norm``, restarted at every rollout), the last one shorter when the
+        rollout is not a multiple of ``train.batch_size`` (the partial last prompt batch of an
+        episode), and normalises each window as one step over its own samples. DeepSpeed steps when
+        its own micro-step counter, which runs on across rollouts, reaches a multiple of gas: a short
+        window's gradient would stay accumulated and be applied with the first micro-batches of the
+        next rollout, and every later step would straddle two windows. Setting the accumulation
+        boundary explicitly at the end of each window (``set_gradient_accumulation_boundary``) makes
+        every window exactly one optimizer step, with its own samples' gradient (the trailing
+        window's divisor already counts only its samples; DeepSpeed's 1/gas scaling is compensated
+        by OpenRLHF's normaliser). The local backend takes the same shorter last step.
+        """
+        gas = max(int(self.strategy.accumulated_gradient), 1)
+        # ppo_train's DataLoader drops an incomplete last micro-batch (drop_last=True)
+        micro_batches = len(self.replay_buffer) // self.replay_buffer.sample_batch_size
+        self.actor.model.set_gradient_accumulation_boundary((step + 1) % gas == 0 or step + 1 >= micro_batches)
 
 
 class APMPOPolicyModelActorImpl(PolicyModelActor.__ray_actor_class__):
