@@ -4,9 +4,9 @@ Every backend (the OpenRLHF adapter and the local trainer) calls these functions
 exactly one implementation of each formula of SPEC.md.
 """
 
-from .adaptive import AdaptiveParameters, adaptive_parameters, validate_adaptive_options
+from .adaptive import AdaptiveParameters, adaptive_parameters, rollout_reward_summary, validate_adaptive_options
 from .advantages import group_advantages
-from .kl import kl_penalty
+from .kl import kl_penalty, kl_per_token
 from .losses import (
     POLICY_LOSSES,
     PolicyLoss,
@@ -32,6 +32,8 @@ __all__ = [
     "group_advantages",
     "grpo_loss",
     "kl_penalty",
+    "kl_per_token",
     "log_power_mean",
+    "rollout_reward_summary",
     "validate_adaptive_options",
 ]

@@ -84,13 +84,19 @@ def adaptive_parameters(
     eps_max: float = 0.4,
     eps_fixed: float = 0.2,
     delta: float = 1e-6,
+    batch_rewards: torch.Tensor | None = None,
 ) -> AdaptiveParameters:
     """Compute p and eps_high from raw rewards (before any length shaping).
 
     Args:
-        rewards: 1-D raw rewards; consecutive ``group_size`` entries form one prompt group.
+        rewards: 1-D raw rewards; consecutive ``group_size`` entries form one prompt group. The
+            result has one entry per reward.
         scope: ``"batch"`` (Eq. 4-5: statistics over the whole rollout batch, default) or
             ``"group"`` (Algorithm 1: statistics per prompt group).
+        batch_rewards: for ``scope="batch"``, the raw rewards whose mean and std give mu_R and
+            sigma_R (default: ``rewards``). With dynamic filtering, ``rewards`` are the kept groups
+            and ``batch_rewards`` every group sampled for the step (``algorithm.adaptive_statistics:
+            sampled``). Ignored by ``scope="group"``: a kept group's statistics are its own.
         gamma: sensitivity of p to the mean reward.
         p_schedule: ``"exp"`` p = exp(-gamma mu) (Eq. 4), ``"linear"`` p = clamp(1 - gamma mu,
             p_min, 1) (Eq. 11), ``"fixed"`` p = p_fixed (1 turns PMPO off).
@@ -109,7 +115,13 @@ def adaptive_parameters(
     )
 
     r = rewards.detach().to(compute_dtype(rewards))
-    grouped = r.view(1, -1) if scope == "batch" else r.view(-1, group_size)
+    if scope == "batch":
+        if batch_rewards is not None:
+            check_group_size(batch_rewards, group_size)
+        source = r if batch_rewards is None else batch_rewards.detach().to(r.device, r.dtype)
+        grouped = source.view(1, -1)
+    else:
+        grouped = r.view(-1, group_size)
     mu = grouped.mean(dim=-1, keepdim=True)
     sigma = grouped.std(dim=-1, keepdim=True, correction=0)  # population std (SPEC.md 3)
     mu_pos = mu.clamp(min=0.0)
@@ -138,7 +150,7 @@ def adaptive_parameters(
     else:
         eps_high = torch.full_like(mu, eps_fixed)
 
-    per_group = r.numel() // grouped.shape[0]
+    per_group = r.numel() // grouped.shape[0]  # scope batch: one row, expanded to every reward
 
     def expand(t: torch.Tensor) -> torch.Tensor:
         return t.expand(-1, per_group).reshape(-1).contiguous()
@@ -147,3 +159,30 @@ def adaptive_parameters(
         p=expand(p), eps_high=expand(eps_high), fss=expand(score), mu=expand(mu), sigma=expand(sigma)
     )
 
+
+
+def rollout_reward_summary(sampled: torch.Tensor, kept: torch.Tensor | None, group_size: int) -> dict[str, float]:
+    """Per-step raw-reward statistics of both batches, for logging (same keys in both backends).
+
+    ``sampled``: every group sampled for the step (before dynamic filtering); ``kept``: the groups
+    that were trained on (None if none was kept). Without filtering both are the rollout batch.
+    """
+    check_group_size(sampled, group_size)
+    groups = sampled.detach().float().view(-1, group_size)
+    out = {
+        "rollout/raw_reward_mean": float(groups.mean()),
+        "rollout/raw_reward_std": float(groups.std(correction=0)),
+        "rollout/num_groups": float(groups.shape[0]),
+        "rollout/groups_all_0": float((groups <= 0).all(dim=-1).sum()),
+        "rollout/groups_all_1": float((groups >= 1).all(dim=-1).sum()),
+        "rollout/kept_num_groups": 0.0,
+    }
+    if kept is not None and kept.numel():
+        check_group_size(kept, group_size)
+        k = kept.detach().float()
+        out.update({
+            "rollout/kept_raw_reward_mean": float(k.mean()),
+            "rollout/kept_raw_reward_std": float(k.std(correction=0)),
+            "rollout/kept_num_groups": float(k.numel() // group_size),
+        })
+    return out

@@ -1,4 +1,11 @@
-"""KL(pi_theta || pi_ref) as a loss term (SPEC.md 4: beta = 0.001, k3 estimator)."""
+"""KL(pi_theta || pi_ref) as a loss term (SPEC.md 4: beta = 0.001, k3 estimator).
+
+One definition for both backends: the local trainer calls :func:`kl_penalty`; the OpenRLHF actor
+puts :func:`kl_per_token` in place of OpenRLHF's ``compute_approx_kl`` and aggregates it like the
+policy term. The estimators are exact: the log-ratio d is clamped at +-20 only so that exp(-d)
+stays finite (OpenRLHF's own estimator clamps the k3 *value* at 10, which zeroes its gradient for
+every token with d < -2.53; see docs/algorithms.md).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,39 @@ from ._validation import check_choice, check_range
 
 KL_ESTIMATORS = ("k1", "k2", "k3")
 KL_AGGREGATIONS = ("sequence", "token")
+# |log pi - log pi_ref| beyond this is clamped before exp(-d): e^20 ~ 5e8 is finite in fp32 and
+# fp16-safe after the fp32 upcast; such tokens still get a (large) restoring gradient.
+MAX_ABS_KL_LOG_RATIO = 20.0
+
+
+def kl_per_token(
+    log_probs: torch.Tensor,
+    ref_log_probs: torch.Tensor,
+    action_mask: torch.Tensor,
+    estimator: str = "k3",
+) -> torch.Tensor:
+    """Per-token KL estimate [N, T] in fp32 (fp64 stays fp64), exactly 0 on padding.
+
+    k1 = d, k2 = d^2 / 2, k3 = exp(-d) - 1 + d with d = log pi - log pi_ref (Schulman's unbiased,
+    non-negative estimator; GRPO's choice). ``ref_log_probs`` is a constant for the gradient.
+    """
+    check_choice("estimator", estimator, KL_ESTIMATORS)
+    if ref_log_probs.shape != log_probs.shape or action_mask.shape != log_probs.shape:
+        raise ValueError(
+            f"log_probs {tuple(log_probs.shape)}, ref_log_probs {tuple(ref_log_probs.shape)} and "
+            f"action_mask {tuple(action_mask.shape)} must have the same shape [N, T]"
+        )
+    dtype = torch.float64 if log_probs.dtype == torch.float64 else torch.float32
+    mask = action_mask.bool()
+    d = torch.where(mask, log_probs.to(dtype) - ref_log_probs.detach().to(dtype), torch.zeros((), dtype=dtype))
+    d = d.clamp(-MAX_ABS_KL_LOG_RATIO, MAX_ABS_KL_LOG_RATIO)
+    if estimator == "k1":
+        kl = d
+    elif estimator == "k2":
+        kl = 0.5 * d * d
+    else:
+        kl = torch.expm1(-d) + d
+    return torch.where(mask, kl, torch.zeros_like(kl))
 
 
 def kl_penalty(
@@ -19,32 +59,15 @@ def kl_penalty(
     num_sequences: int | float | torch.Tensor | None = None,
     num_tokens: int | float | torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Per-token KL estimate aggregated like the policy term it is added to.
+    """:func:`kl_per_token` aggregated like the policy term it is added to.
 
-    k1 = log(pi/pi_ref), k2 = (log(pi/pi_ref))^2 / 2, k3 = exp(-d) - 1 + d with d = log pi - log pi_ref
-    (Schulman's unbiased, non-negative estimator; GRPO's choice). ``aggregation="sequence"``
-    averages tokens within each sequence and divides the sum by ``num_sequences`` (GRPO, GMPO,
-    APMPO); ``"token"`` divides the token sum by ``num_tokens`` (DAPO). Multiply by beta outside.
+    ``aggregation="sequence"`` averages tokens within each sequence and divides the sum by
+    ``num_sequences`` (GRPO, GMPO, APMPO); ``"token"`` divides the token sum by ``num_tokens``
+    (DAPO). Multiply by beta outside.
     """
-    check_choice("estimator", estimator, KL_ESTIMATORS)
     check_choice("aggregation", aggregation, KL_AGGREGATIONS)
-    if ref_log_probs.shape != log_probs.shape or action_mask.shape != log_probs.shape:
-        raise ValueError(
-            f"log_probs {tuple(log_probs.shape)}, ref_log_probs {tuple(ref_log_probs.shape)} and "
-            f"action_mask {tuple(action_mask.shape)} must have the same shape [N, T]"
-        )
-    dtype = torch.float64 if log_probs.dtype == torch.float64 else torch.float32
+    kl = kl_per_token(log_probs, ref_log_probs, action_mask, estimator)
     mask = action_mask.bool()
-    d = torch.where(mask, log_probs.to(dtype) - ref_log_probs.detach().to(dtype), torch.zeros((), dtype=dtype))
-    # Same numerical guard as the policy losses: exp(-d) must stay finite.
-    d = d.clamp(-20.0, 20.0)
-    if estimator == "k1":
-        kl = d
-    elif estimator == "k2":
-        kl = 0.5 * d * d
-    else:
-        kl = torch.expm1(-d) + d
-    kl = torch.where(mask, kl, torch.zeros_like(kl))
     if aggregation == "token":
         divisor = mask.sum().clamp(min=1) if num_tokens is None else num_tokens
         if num_tokens is not None:

@@ -55,6 +55,12 @@ class AlgorithmSection(Section):
     kl_beta: float = Field(0.001, ge=0, description="KL loss coefficient (0 disables the reference model)")
     kl_estimator: Literal["k1", "k2", "k3"] = Field("k3", description="KL estimator")
     dynamic_filtering: bool = Field(False, description="drop groups whose rewards are all equal (DAPO)")
+    adaptive_statistics: Literal["sampled", "kept"] = Field(
+        "sampled",
+        description="with dynamic_filtering: the rewards whose mean and std are mu_R / sigma_R (hence p, eps_high; "
+        "adaptive.scope batch): every group sampled for the step (SPEC.md 3: the policy's success rate) or only "
+        "the groups kept for training",
+    )
     overlong_buffer_len: int | None = Field(
         None, ge=1, description="DAPO overlong shaping: penalty ramp length in tokens (None = off)"
     )

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..algorithms import adaptive_parameters, get_policy_loss, group_advantages, kl_penalty
+from ..algorithms import adaptive_parameters, get_policy_loss, group_advantages, kl_penalty, rollout_reward_summary
 from ..config import TRAIN_CONFIG_FILE, TrainConfig, save_config
 from ..rewards.registry import get_reward_spec
 from .checkpoint import list_checkpoints, load_latest, rng_state, save_checkpoint, set_rng_state
@@ -247,6 +247,8 @@ class Trainer:
                 rollout, rewards = None, None
             stats["groups_kept"] = 0 if rewards is None else rewards.numel() // G
         stats["all_rewards"] = torch.cat(all_rewards)
+        # both batches' raw rewards, under the keys the OpenRLHF backend logs
+        stats.update(rollout_reward_summary(stats["all_rewards"], rewards, G))
         return rollout, rewards, stats
 
     # ----------------------------------------------------------------------------- training
@@ -274,11 +276,15 @@ class Trainer:
             ents.append(ent)
         return torch.cat(lps), (torch.cat(ents) if with_entropy else None)
 
-    def train_on(self, rollout: Rollout, rewards: torch.Tensor) -> dict:
+    def train_on(self, rollout: Rollout, rewards: torch.Tensor, sampled_rewards: torch.Tensor | None = None) -> dict:
+        """Optimizer steps on the kept groups; ``sampled_rewards`` (every group sampled for the step,
+        dynamic filtering's dropped ones included) give mu_R / sigma_R unless
+        ``algorithm.adaptive_statistics`` is ``kept``."""
         cfg, a = self.cfg, self.cfg.algorithm
         G = cfg.rollout.n_samples_per_prompt
         adv = group_advantages(self.shaped_rewards(rollout, rewards), G, a.advantage_std, a.advantage_delta)
-        ada = adaptive_parameters(rewards, G, **a.adaptive.model_dump())
+        batch = sampled_rewards if a.adaptive_statistics == "sampled" else None
+        ada = adaptive_parameters(rewards, G, **a.adaptive.model_dump(), batch_rewards=batch)
         self.model.eval()
         old_lp, entropy = self.reference_log_probs(self.model, rollout, with_entropy=True)
         ref_lp = self.reference_log_probs(self.ref_model, rollout, False)[0] if self.ref_model is not None else None
@@ -311,11 +317,7 @@ class Trainer:
                 loss, metrics = self.loss(lp, old_lp[rows], adv[rows], mask[rows], **kwargs)
                 total = loss
                 if ref_lp is not None:
-                    kl = kl_penalty(
-                        lp, ref_lp[rows], mask[rows], a.kl_estimator, self.kl_aggregation,
-                        num_sequences=count if self.kl_aggregation == "sequence" else None,
-                        num_tokens=count if self.kl_aggregation == "token" else None,
-                    )
+                    kl = self.kl_loss(lp, ref_lp[rows], mask[rows], count)
                     total = total + a.kl_beta * kl
                     step_kl += float(kl.detach())
                 total.backward()
@@ -345,13 +347,22 @@ class Trainer:
         )
         return out
 
+    def kl_loss(self, log_probs: torch.Tensor, ref_log_probs: torch.Tensor, mask: torch.Tensor, count) -> torch.Tensor:
+        """KL term of one micro-batch (SPEC.md 4; multiply by beta), aggregated like the policy term
+        over the ``count`` sequences (DAPO: tokens) of its optimizer step: the core's ``kl_penalty``,
+        which the OpenRLHF actor uses too (openrlhf_adapter/actor.py)."""
+        divisor = "num_sequences" if self.kl_aggregation == "sequence" else "num_tokens"
+        return kl_penalty(
+            log_probs, ref_log_probs, mask, self.cfg.algorithm.kl_estimator, self.kl_aggregation, **{divisor: count}
+        )
+
     def train_step(self) -> dict:
         t0 = time.perf_counter()
         rollout, rewards, stats = self.collect()
         all_rewards = stats.pop("all_rewards")
         row = {"step": self.step + 1}
         if rollout is not None:
-            row.update(self.train_on(rollout, rewards))
+            row.update(self.train_on(rollout, rewards, all_rewards))
         else:  # every group had equal rewards: nothing to learn from this step
             row.update(optimizer_steps=0)
         row.update(stats)

@@ -5,9 +5,10 @@
   ``apmpo``) with per-sample A_i, p and eps_high from ``Experience.info`` and the *global*
   sequence (or token) count of the optimizer step as divisor.
 - :class:`APMPOActorPPOTrainer` is OpenRLHF's ``ActorPPOTrainer`` with that loss. Its
-  ``training_step`` only binds the current micro-batch to the loss and asks OpenRLHF's
-  ``aggregate_loss`` for the same aggregation as the policy term (sequence mean, or token mean
-  for DAPO), so the KL loss (k3, beta) and the entropy are aggregated consistently.
+  ``training_step`` binds the current micro-batch to the loss, makes the KL loss the core's
+  (``kl_per_token`` in place of OpenRLHF's ``compute_approx_kl``, which clamps k3 at 10) and asks
+  OpenRLHF's ``aggregate_loss`` for the same aggregation as the policy term (sequence mean, or
+  token mean for DAPO), so the KL loss (k3, beta) and the entropy are aggregated consistently.
 - :class:`APMPOPolicyModelActor` is the Ray actor class the driver hands to OpenRLHF.
 
 Divisor: OpenRLHF gives every micro-batch of an optimizer step ``global_batch_size`` and
@@ -20,13 +21,15 @@ num_sequences = global_batch_size / dp_size the summed gradient of the step is e
 
 from __future__ import annotations
 
+import contextlib
+
 import ray
 import torch
 from openrlhf.trainer.ray import ppo_actor as ppo_actor_module
 from openrlhf.trainer.ray.ppo_actor import ActorPPOTrainer, PolicyModelActor
 from openrlhf.utils.loss_utils import get_loss_batch_info
 
-from ..algorithms import get_policy_loss
+from ..algorithms import get_policy_loss, kl_per_token
 from .experience import INFO_ADVANTAGE, INFO_EPS_HIGH, INFO_P
 
 
@@ -99,6 +102,28 @@ class RegistryPolicyLoss:
         return loss, clip_ratio, ppo_kl, None, None
 
 
+@contextlib.contextmanager
+def core_kl_estimator(action_mask: torch.Tensor):
+    """For one ``training_step``: OpenRLHF's KL loss uses the core's per-token estimator.
+
+    ``ActorPPOTrainer.training_step`` computes the KL loss as ``aggregate_loss(compute_approx_kl(
+    ...), action_mask, ...)`` with the ``compute_approx_kl`` of its module; that function clamps
+    the estimate at +-10, so the k3 gradient vanishes wherever log pi - log pi_ref < -2.53. The
+    module global is swapped for the duration of the call (one actor rank runs one call at a
+    time), as ``APMPOPolicyModelActorImpl`` swaps ``ActorPPOTrainer``.
+    """
+
+    def core_estimate(log_probs, log_probs_base, log_probs_old=None, kl_estimator="k3", unbiased_gradient=False):
+        return kl_per_token(log_probs, log_probs_base, action_mask.to(log_probs.device), kl_estimator)
+
+    original = ppo_actor_module.compute_approx_kl
+    ppo_actor_module.compute_approx_kl = core_estimate
+    try:
+        yield
+    finally:
+        ppo_actor_module.compute_approx_kl = original
+
+
 class APMPOActorPPOTrainer(ActorPPOTrainer):
     """OpenRLHF's actor trainer with a policy loss from the core registry."""
 
@@ -112,6 +137,11 @@ class APMPOActorPPOTrainer(ActorPPOTrainer):
                 "algo.advantage.is_correction_level must be 'off' with the APMPO extension (its losses use "
                 "pi_old from the actor's own forward pass)"
             )
+        if getattr(self.args.algo.kl, "unbiased_gradient", False):
+            raise ValueError(
+                "algo.kl.unbiased_gradient is not supported with the APMPO extension: the KL loss is the core's "
+                "kl_penalty (exact k1/k2/k3 gradients, the same as the local backend)"
+            )
         self.actor_loss_fn = RegistryPolicyLoss(spec)
 
     def training_step(self, experience, kl_ctl: float, step: int, loss_batch_info=None):
@@ -123,14 +153,38 @@ class APMPOActorPPOTrainer(ActorPPOTrainer):
                 step=step,
                 dynamic_batch=self.args.train.dynamic_batch_enable,
             )
+        else:
+            self.close_window_after(step)
         # OpenRLHF passes loss_batch_info to the policy loss *and* to aggregate_loss (KL, entropy):
         # fixing the aggregation here keeps the KL term aggregated like the policy term.
         loss_batch_info = {**loss_batch_info, "token_level_loss": self.actor_loss_fn.token_level}
         self.actor_loss_fn.bind(experience)
         try:
-            return super().training_step(experience, kl_ctl, step, loss_batch_info)
+            with core_kl_estimator(experience.action_mask):
+                return super().training_step(experience, kl_ctl, step, loss_batch_info)
         finally:
             self.actor_loss_fn.bind(None)
+
+
+    def close_window_after(self, step: int) -> None:
+        """Make OpenRLHF's optimizer-step window of micro-batch ``step`` DeepSpeed's one, too.
+
+        ``ppo_train`` groups the micro-batches of each rollout into windows of gas
+        (``iter_grad_accum_global_norm``, restarted at every rollout), the last one shorter when the
+        rollout is not a multiple of ``train.batch_size`` (the partial last prompt batch of an
+        episode), and normalises each window as one step over its own samples. DeepSpeed steps when
+        its own micro-step counter, which runs on across rollouts, reaches a multiple of gas: a short
+        window's gradient would stay accumulated and be applied with the first micro-batches of the
+        next rollout, and every later step would straddle two windows. Setting the accumulation
+        boundary explicitly at the end of each window (``set_gradient_accumulation_boundary``) makes
+        every window exactly one optimizer step, with its own samples' gradient (the trailing
+        window's divisor already counts only its samples; DeepSpeed's 1/gas scaling is compensated
+        by OpenRLHF's normaliser). The local backend takes the same shorter last step.
+        """
+        gas = max(int(self.strategy.accumulated_gradient), 1)
+        # ppo_train's DataLoader drops an incomplete last micro-batch (drop_last=True)
+        micro_batches = len(self.replay_buffer) // self.replay_buffer.sample_batch_size
+        self.actor.model.set_gradient_accumulation_boundary((step + 1) % gas == 0 or step + 1 >= micro_batches)
 
 
 class APMPOPolicyModelActorImpl(PolicyModelActor.__ray_actor_class__):

@@ -41,6 +41,7 @@ class AlgorithmSpec:
     eval_at_step0: bool
     optimizer_steps_per_rollout: int
     extra: dict = field(default_factory=dict)
+    adaptive_statistics: str = "sampled"  # "sampled" | "kept" (schema: algorithm.adaptive_statistics)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -58,6 +59,7 @@ def algorithm_spec(cfg: TrainConfig) -> AlgorithmSpec:
         max_steps=cfg.max_steps,
         eval_at_step0=cfg.eval.at_step0,
         optimizer_steps_per_rollout=cfg.optimizer_steps_per_rollout,
+        adaptive_statistics=alg.adaptive_statistics,
     )
 
 

@@ -9,23 +9,41 @@ computed once over the rollout batch, *before* OpenRLHF slices it across data-pa
 Per-sample values reach the actors through ``Experience.info`` (the only channel that survives
 concat / split / replay-buffer collation): ``p``, ``eps_high`` (what the loss uses) and
 ``seq_advantage`` (A_i). Batch-level statistics are kept in :attr:`last_stats` for the logger.
+
+With dynamic filtering OpenRLHF drops all-equal groups before this class sees the batch; the
+trainer records the raw rewards of every sampled group (:attr:`sampled_rewards`) so that mu_R /
+sigma_R can describe the policy's success rate on the step's prompts (SPEC.md 3).
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 
 import torch
 from openrlhf.trainer.ppo_utils.experience import Experience
 from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
 from openrlhf.trainer.ppo_utils.length_penalty import apply_length_penalties
 
-from ..algorithms import adaptive_parameters, get_policy_loss, group_advantages
+from ..algorithms import adaptive_parameters, get_policy_loss, group_advantages, rollout_reward_summary
 
 # Keys this extension writes into Experience.info (read by actor.py).
 INFO_P = "p"
 INFO_EPS_HIGH = "eps_high"
 INFO_ADVANTAGE = "seq_advantage"
+
+
+def data_parallel_size(args) -> int:
+    """Actor ranks that each get their own slice of the batch (OpenRLHF's "effective actors")."""
+    return (
+        args.actor.num_nodes * args.actor.num_gpus_per_node // args.ds.ring_attn_size // args.ds.tensor_parallel_size
+    )
+
+
+def data_parallel_unit(args, group_size: int) -> int:
+    """Samples per step must be a multiple of this (whole prompt groups, the same number of whole
+    training micro-batches on every DP rank); see :meth:`APMPOExperienceMaker.split_rollout_samples`."""
+    return math.lcm(group_size, data_parallel_size(args) * args.train.micro_batch_size)
 
 
 def fixed_loss_parameters(spec: dict) -> tuple[float, float]:
@@ -37,20 +55,20 @@ def fixed_loss_parameters(spec: dict) -> tuple[float, float]:
     return 1.0, float(kwargs["eps_high"])
 
 
-def rollout_statistics(raw_rewards: torch.Tensor, group_size: int, spec: dict) -> tuple[dict, object]:
-    """Adaptive parameters and per-step statistics of raw rewards in prompt order."""
-    params = adaptive_parameters(raw_rewards, group_size, **spec["adaptive"])
-    groups = raw_rewards.view(-1, group_size)
+def rollout_statistics(
+    raw_rewards: torch.Tensor, group_size: int, spec: dict, sampled_rewards: torch.Tensor | None = None
+) -> tuple[dict, object]:
+    """Adaptive parameters and per-step statistics of raw rewards in prompt order.
+
+    ``raw_rewards``: the groups that reach the experience maker (after dynamic filtering);
+    ``sampled_rewards``: every group sampled for the step (None: the same batch). mu_R / sigma_R
+    come from the sampled batch unless ``algorithm.adaptive_statistics`` is ``kept``.
+    """
+    sampled = raw_rewards if sampled_rewards is None else sampled_rewards
+    batch = sampled if spec.get("adaptive_statistics", "sampled") == "sampled" else raw_rewards
+    params = adaptive_parameters(raw_rewards, group_size, **spec["adaptive"], batch_rewards=batch)
     stats = {f"adaptive/{k}": v for k, v in params.summary().items()}
-    stats.update(
-        {
-            "rollout/raw_reward_mean": float(raw_rewards.float().mean()),
-            "rollout/raw_reward_std": float(raw_rewards.float().std(correction=0)),
-            "rollout/groups_all_0": float((groups <= 0).all(dim=-1).sum()),
-            "rollout/groups_all_1": float((groups >= 1).all(dim=-1).sum()),
-            "rollout/num_groups": float(groups.shape[0]),
-        }
-    )
+    stats.update(rollout_reward_summary(sampled, raw_rewards, group_size))
     return stats, params
 
 
@@ -62,6 +80,37 @@ class APMPOExperienceMaker(RemoteExperienceMaker):
         self.spec = self.args.apmpo
         get_policy_loss(self.spec["loss"])  # fail early on an unknown loss name
         self.last_stats: dict[str, float] = {}
+        # Raw rewards of every group sampled for the next batch, dropped ones included (set by the
+        # trainer's sample-generator hook, consumed by the next compute_advantages_and_returns).
+        self.sampled_rewards: torch.Tensor | None = None
+
+    def split_rollout_samples(self, rollout_samples):
+        """OpenRLHF's rollout micro-batches, made per DP rank so that every rank gets as many samples.
+
+        ``RayActorGroup.async_run_method_batch`` hands each rank a contiguous chunk of ceil(K / dp)
+        of the K micro-batches: for a short batch (330 prompts x 8, micro-batch 8, 4 ranks) that is
+        664 / 664 / 664 / 648 samples, so the ranks would run different numbers of ZeRO-3 forwards,
+        backwards and optimizer steps, whose collectives need every rank (a hang). The trainer trims
+        a step's batch to a multiple of :func:`data_parallel_unit`; here each rank's equal share is
+        split by OpenRLHF's own code, so every chunk has the same micro-batch count and sizes (for
+        a full batch this is exactly OpenRLHF's split).
+        """
+        dp = data_parallel_size(self.args)
+        if dp == 1 or self.args.train.dynamic_batch_enable:  # dynamic batching balances its own way
+            return super().split_rollout_samples(rollout_samples)
+        if len(rollout_samples) % dp:
+            raise ValueError(
+                f"{len(rollout_samples)} rollout samples cannot be split evenly over {dp} data-parallel ranks "
+                "(the APMPO trainer trims each batch to a whole number of DP units)"
+            )
+        share = len(rollout_samples) // dp
+        micro_batches = []
+        for rank in range(dp):
+            part = super().split_rollout_samples(rollout_samples[rank * share : (rank + 1) * share])
+            for experience in part:  # positions in the whole batch (compute_advantages_and_returns)
+                experience.index = [i + rank * share for i in experience.index]
+            micro_batches.extend(part)
+        return micro_batches
 
     @torch.no_grad()
     def compute_advantages_and_returns(self, experiences: list[Experience]) -> list[Experience]:
@@ -100,7 +149,8 @@ class APMPOExperienceMaker(RemoteExperienceMaker):
         advantages = group_advantages(
             shaped_rewards, group_size, std=self.spec["advantage_std"], delta=self.spec["advantage_delta"]
         )
-        stats, params = rollout_statistics(raw_rewards, group_size, self.spec)
+        sampled, self.sampled_rewards = self.sampled_rewards, None
+        stats, params = rollout_statistics(raw_rewards, group_size, self.spec, sampled)
         if get_policy_loss(self.spec["loss"]).adaptive:
             p_used, eps_used = params.p, params.eps_high
         else:

@@ -9,7 +9,7 @@ import statistics
 import pytest
 import torch
 
-from apmpo_openrlhf.algorithms import adaptive_parameters, group_advantages
+from apmpo_openrlhf.algorithms import adaptive_parameters, group_advantages, rollout_reward_summary
 
 DELTA = 1e-6
 F64 = torch.float64
@@ -106,6 +106,35 @@ def test_scope_group_versus_batch():
     assert_all(bat.sigma, sigma_b)
     assert_all(bat.p, math.exp(-0.8 * mu_b))
     assert_all(bat.eps_high, 0.2 + 0.2 * math.tanh(mu_b / (sigma_b + DELTA)))
+
+
+def test_batch_statistics_from_the_sampled_batch_under_dynamic_filtering():
+    """mu_R / sigma_R of every group sampled for the step (``batch_rewards``), one value per kept
+    sample; scope="group" keeps each kept group's own statistics."""
+    sampled = rewards([1, 1, 1, 1, 1, 0, 1, 0, 0, 0, 0, 0, 1, 1, 0, 1])  # groups 0 and 2 dropped
+    kept = torch.cat([sampled[4:8], sampled[12:16]])
+    ap = adaptive_parameters(kept, group_size=4, batch_rewards=sampled)
+    mu, sigma = statistics.fmean(sampled.tolist()), statistics.pstdev(sampled.tolist())
+    assert ap.p.shape == (8,)
+    assert_all(ap.mu, mu)
+    assert_all(ap.sigma, sigma)
+    assert_all(ap.p, math.exp(-0.8 * mu))
+    assert_all(ap.eps_high, 0.2 + 0.2 * math.tanh(mu / (sigma + DELTA)), tol=1e-12)
+    only_kept = adaptive_parameters(kept, group_size=4)
+    assert_all(only_kept.mu, statistics.fmean(kept.tolist()))  # 0.625 vs 0.5625: not the same batch
+    per_group = adaptive_parameters(kept, group_size=4, scope="group", batch_rewards=sampled)
+    torch.testing.assert_close(per_group.mu, adaptive_parameters(kept, group_size=4, scope="group").mu)
+    with pytest.raises(ValueError, match="group_size=4 must divide"):
+        adaptive_parameters(kept, group_size=4, batch_rewards=sampled[:6])
+
+    summary = rollout_reward_summary(sampled, kept, 4)
+    assert summary["rollout/raw_reward_mean"] == pytest.approx(mu)
+    assert summary["rollout/raw_reward_std"] == pytest.approx(sigma)
+    assert summary["rollout/kept_raw_reward_mean"] == pytest.approx(0.625)
+    assert summary["rollout/kept_raw_reward_std"] == pytest.approx(statistics.pstdev(kept.tolist()))
+    assert (summary["rollout/num_groups"], summary["rollout/kept_num_groups"]) == (4, 2)
+    assert (summary["rollout/groups_all_0"], summary["rollout/groups_all_1"]) == (1, 1)
+    assert rollout_reward_summary(sampled, None, 4)["rollout/kept_num_groups"] == 0
 
 
 def test_negative_mean_reward_is_clamped_for_fss_but_p_stays_in_range():

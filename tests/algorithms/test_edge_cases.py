@@ -17,6 +17,7 @@ from apmpo_openrlhf.algorithms import (
     group_advantages,
     grpo_loss,
     kl_penalty,
+    kl_per_token,
 )
 
 F64 = torch.float64
@@ -205,6 +206,22 @@ def test_kl_penalty_micro_batches_sum_to_full_batch(aggregation):
     parts = sum(kl_penalty(new[s], ref[s], mask[s], aggregation=aggregation, **divisor)
                 for s in (slice(0, 3), slice(3, 8)))
     torch.testing.assert_close(parts, full, rtol=1e-13, atol=1e-15)
+
+
+def test_kl_per_token_is_exact_beyond_openrlhfs_clamp():
+    """k3 has no value clamp (OpenRLHF's estimator caps it at 10, i.e. for d < -2.53, with gradient
+    0 there): at d = log pi - log pi_ref = -3 the value is e^3 - 4 and the gradient 1 - e^3; only
+    |d| > 20 is clamped (exp stays finite), and padding is exactly 0 whatever it holds."""
+    d = torch.tensor([[-3.0, -6.0, 0.5, 25.0, float("nan")]], dtype=F64)
+    mask = torch.tensor([[True, True, True, True, False]])
+    leaf = d.clone().requires_grad_(True)
+    kl = kl_per_token(leaf, torch.zeros_like(d), mask)
+    kl.sum().backward()
+    e3, e6 = math.exp(3.0), math.exp(6.0)
+    want = [e3 - 4.0, e6 - 7.0, math.exp(-0.5) - 0.5, math.exp(-20.0) - 1.0 + 20.0, 0.0]
+    assert kl.detach()[0].tolist() == pytest.approx(want, rel=1e-12)
+    assert leaf.grad[0, :3].tolist() == pytest.approx([1 - e3, 1 - e6, 1 - math.exp(-0.5)], rel=1e-12)
+    assert leaf.grad[0, 3:].tolist() == [0.0, 0.0]  # clamped, and padding
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)

@@ -324,3 +324,27 @@ def test_cosine_schedule_reaches_its_floor_at_the_last_step(small_config):
     lrs = [r["lr"] for r in rows]
     assert lrs[0] < cfg.train.lr and lrs == sorted(lrs, reverse=True)
     assert lrs[-1] == pytest.approx(0.2 * cfg.train.lr)
+
+
+@pytest.mark.parametrize("statistics", ["sampled", "kept"])
+def test_dynamic_filtering_statistics_come_from_the_chosen_batch(small_config, statistics):
+    """With dynamic filtering (groups with equal rewards dropped and re-sampled) mu_R / sigma_R, and
+    so p, are those of every group sampled for the step by default (SPEC.md 3: the policy's success
+    rate), or of the kept groups with algorithm.adaptive_statistics=kept; both batches are logged
+    under the OpenRLHF backend's keys. The untrained tiny model gets most groups all wrong."""
+    cfg = small_config("max_steps=2", "checkpoint.save_hf=false", "algorithm.dynamic_filtering=true",
+                       f"algorithm.adaptive_statistics={statistics}")
+    trainer = Trainer(cfg)
+    trainer.fit()
+    rows = read_metrics(trainer.output_dir / "metrics.jsonl")
+    trained = [r for r in rows if r["optimizer_steps"] > 0]
+    assert trained and any(r["rollout/num_groups"] > r["rollout/kept_num_groups"] for r in trained)
+    for r in trained:
+        assert r["rollout/raw_reward_mean"] == pytest.approx(r["reward_mean"], rel=1e-6)
+        assert r["rollout/kept_num_groups"] == r["groups_kept"]
+        want = r["rollout/raw_reward_mean" if statistics == "sampled" else "rollout/kept_raw_reward_mean"]
+        want_std = r["rollout/raw_reward_std" if statistics == "sampled" else "rollout/kept_raw_reward_std"]
+        assert r["mu_R"] == pytest.approx(want, rel=1e-5) and r["sigma_R"] == pytest.approx(want_std, rel=1e-5)
+        assert r["p"] == pytest.approx(math.exp(-0.8 * want), rel=1e-5)
+    if statistics == "sampled":  # the kept groups alone say something else (filtering moves the mean)
+        assert any(abs(r["rollout/kept_raw_reward_mean"] - r["mu_R"]) > 0.01 for r in trained)

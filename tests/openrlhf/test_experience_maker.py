@@ -218,3 +218,31 @@ def test_fixed_losses_carry_their_constant_parameters(make_openrlhf_args, make_r
         assert list(per_sample(experiences, INFO_EPS_HIGH).values()) == pytest.approx([eps_want] * len(rewards), rel=1e-6)
         # the adaptive statistics are still logged for comparison across methods
         assert maker.last_stats["adaptive/mu_R"] == pytest.approx(float(rewards.mean()))
+
+
+@pytest.mark.parametrize("statistics", ["sampled", "kept"])
+def test_adaptive_statistics_option(statistics, make_openrlhf_args, make_rollout_samples, torch_generator):
+    """algorithm.adaptive_statistics: mu_R / sigma_R (and p, eps_high) from every group sampled
+    for the step (the trainer's record, dropped groups included) or from the kept groups only;
+    both batches are logged either way."""
+    cfg, args = make_openrlhf_args(
+        ["rollout.prompts_per_step=2", "train.train_batch_size=16", "train.micro_batch_size=2",
+         "openrlhf.num_gpus_per_node=1", "openrlhf.vllm_num_engines=1",
+         "algorithm.dynamic_filtering=true", f"algorithm.adaptive_statistics={statistics}"]
+    )
+    assert args.apmpo["adaptive_statistics"] == statistics
+    kept = torch.tensor([1.0, 0, 0, 0, 0, 0, 0, 0] + [1.0, 1, 0, 1, 1, 1, 0, 1])
+    sampled = torch.cat([torch.ones(2 * G), kept, torch.zeros(G)])  # 2 all-correct, 1 all-wrong group dropped
+    maker = make_maker(args)
+    maker.sampled_rewards = sampled
+    samples = make_rollout_samples(kept, torch_generator)
+    experiences = maker.compute_advantages_and_returns(maker.split_rollout_samples(samples))
+    source = sampled if statistics == "sampled" else kept
+    _, p_ref, eps_ref, _, mu_ref, sigma_ref = reference(source.tolist(), source.tolist())
+    assert maker.last_stats["adaptive/mu_R"] == pytest.approx(mu_ref, rel=1e-6)
+    assert maker.last_stats["adaptive/sigma_R"] == pytest.approx(sigma_ref, rel=1e-6)
+    assert list(per_sample(experiences, INFO_P).values()) == pytest.approx([p_ref] * len(kept), rel=1e-6)
+    assert list(per_sample(experiences, INFO_EPS_HIGH).values()) == pytest.approx([eps_ref] * len(kept), rel=1e-6)
+    assert maker.last_stats["rollout/raw_reward_mean"] == pytest.approx(float(sampled.mean()))
+    assert maker.last_stats["rollout/kept_raw_reward_mean"] == pytest.approx(float(kept.mean()))
+    assert (maker.last_stats["rollout/num_groups"], maker.last_stats["rollout/kept_num_groups"]) == (5, 2)

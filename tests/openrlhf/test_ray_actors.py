@@ -224,3 +224,157 @@ def test_trainer_and_policy_actor_run_a_controller_step(local_ray, tiny_model_di
         return calls
 
     assert ray.get(trainer.__ray_call__.remote(fit_without_steps_left)) == [(0, 0.6, 4)]
+
+
+class ScriptedRolloutEngine:
+    """Stands in for a vLLM engine (not the code under test): answers OpenRLHF's rollout calls with
+    G fixed responses per prompt, rewarded as the prompt's label says (``{"rewards": [...]}``), and
+    keeps a log of the prompts it served."""
+
+    def __init__(self):
+        self.served = []
+
+    def get_num_unfinished_requests(self):
+        return 0
+
+    def generate_responses(self, prompt, label, sampling_params, max_length, hf_tokenizer, num_samples, images=None):
+        rewards = json.loads(label)["rewards"]
+        assert len(rewards) == num_samples
+        self.served.append(rewards)
+        prompt_ids = hf_tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        return [
+            {"observation_tokens": prompt_ids + [7, 8, 9][: 1 + j % 3], "action_ranges": [(len(prompt_ids), len(prompt_ids) + 1 + j % 3)],
+             "reward": float(r), "scores": float(r), "rollout_log_probs": None, "prompt": prompt, "label": label,
+             "extra_logs": {}, "truncated": False}
+            for j, r in enumerate(rewards)
+        ]
+
+    def served_rewards(self):
+        return self.served
+
+
+def test_statistics_cover_every_sampled_group_under_dynamic_filtering(local_ray, tiny_model_dir, tmp_path,
+                                                                      make_openrlhf_args):
+    """OpenRLHF's SamplesGenerator (real code: dispatch, filtering, replacement prompts) drops
+    all-equal groups before the experience maker runs. The trainer's hook records the raw rewards of
+    every group sampled for the step, so mu_R, sigma_R, p and eps_high describe the whole sampled
+    batch (SPEC.md 3, algorithm.adaptive_statistics=sampled), and both batches are logged."""
+    import math
+
+    from openrlhf.utils import get_strategy
+
+    from apmpo_openrlhf.openrlhf_adapter.trainer import APMPOPPOTrainerImpl
+
+    ray = local_ray
+    groups = [[1, 1, 1, 1], [1, 0, 0, 0], [0, 0, 0, 0], [1, 1, 0, 1], [0, 0, 0, 0], [0, 1, 0, 0],
+              [1, 1, 1, 1], [1, 0, 1, 0], [0, 0, 0, 0], [0, 0, 1, 0]]  # every other group is dropped
+    with open(tmp_path / "prompts.jsonl", "w") as f:
+        for i, rewards in enumerate(groups):
+            f.write(json.dumps({"prompt": [{"role": "user", "content": f"{i}+1"}],
+                                "label": json.dumps({"rewards": rewards})}) + "\n")
+    _, args = make_openrlhf_args(
+        [
+            f"model.path={tiny_model_dir}", f"data.train_path={tmp_path / 'prompts.jsonl'}",
+            "algorithm.dynamic_filtering=true", "rollout.prompts_per_step=4", "rollout.n_samples_per_prompt=4",
+            "train.train_batch_size=16", "train.micro_batch_size=2", f"output_dir={tmp_path / 'out'}",
+            "data.eval_path=null", "logging.tensorboard=false", "openrlhf.num_gpus_per_node=1",
+            "openrlhf.vllm_num_engines=1", "openrlhf.vllm_enable_sleep=false",
+            "openrlhf.rollout_micro_batch_size=2",
+        ]
+    )
+    engine = ray.remote(num_cpus=0)(ScriptedRolloutEngine).remote()
+    trainer = APMPOPPOTrainerImpl(str(tiny_model_dir), get_strategy(args), None, None, None, None, [engine],
+                                  max_len=args.data.max_len, max_new_tokens=args.rollout.max_new_tokens,
+                                  temperature=1.0, top_p=1.0)
+    samples, pass_rate, consumed, _ = trainer.samples_generator.generate_samples(**trainer.generate_kwargs)
+    served = torch.tensor(ray.get(engine.served_rewards.remote()), dtype=torch.float32)
+    kept = torch.tensor([float(s.rewards) for s in samples])
+    assert len(samples) == 16 and served.shape[0] > 4 and consumed == served.shape[0]  # groups were replaced
+    maker = trainer.experience_maker
+    maker.compute_advantages_and_returns(maker.split_rollout_samples(samples))
+    stats = maker.last_stats
+
+    mu, sigma = float(served.mean()), float(served.std(correction=0))
+    assert float(kept.mean()) != pytest.approx(mu, abs=0.02)  # filtering moved the mean
+    assert stats["adaptive/mu_R"] == pytest.approx(mu, rel=1e-6)
+    assert stats["adaptive/sigma_R"] == pytest.approx(sigma, rel=1e-6)
+    assert stats["adaptive/p"] == pytest.approx(math.exp(-0.8 * mu), rel=1e-6)
+    assert stats["adaptive/eps_high"] == pytest.approx(0.2 + 0.2 * math.tanh(mu / (sigma + 1e-6)), rel=1e-6)
+    assert stats["rollout/raw_reward_mean"] == pytest.approx(mu, rel=1e-6)
+    assert stats["rollout/num_groups"] == served.shape[0]
+    assert stats["rollout/groups_all_0"] + stats["rollout/groups_all_1"] == served.shape[0] - 4
+    assert stats["rollout/kept_raw_reward_mean"] == pytest.approx(float(kept.mean()), rel=1e-6)
+    assert stats["rollout/kept_num_groups"] == 4
+    assert maker.sampled_rewards is None  # consumed by this batch, never reused for the next one
+
+
+class _DispatchedChunk:
+    """What OpenRLHF's RayActorGroup.async_run_method_batch sends to one rank: records the call
+    instead of running a model (the code under test is the slicing, not the rank)."""
+
+    def __init__(self):
+        self.calls = []
+        self.execute_batch = self
+
+    def remote(self, method_name, chunk_ref, start, end):
+        self.calls.append((method_name, chunk_ref, start, end))
+
+
+def test_short_batch_is_dealt_evenly_over_data_parallel_ranks(local_ray, make_openrlhf_args, make_rollout_samples,
+                                                               torch_generator):
+    """4 DP ranks, G = 4, training micro-batch 2, rollout micro-batch 4; a short batch of 7 prompts.
+    OpenRLHF's own split gives the ranks ceil(K / 4) contiguous rollout micro-batches: 8 / 8 / 8 / 4
+    samples (24 after trimming: 8 / 8 / 8 / 0), so under ZeRO-3 the ranks would run different
+    numbers of forwards, backwards and optimizer steps. The trainer trims the batch to whole
+    8-sample units (6 prompts) and the experience maker deals 6 samples to every rank in the same
+    micro-batch sizes; every sample keeps the advantage it has in an undivided batch."""
+    from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
+    from openrlhf.trainer.ray.launcher import RayActorGroup
+    from openrlhf.utils import get_strategy
+
+    from apmpo_openrlhf.openrlhf_adapter.experience import (
+        INFO_ADVANTAGE,
+        APMPOExperienceMaker,
+        data_parallel_unit,
+    )
+    from apmpo_openrlhf.openrlhf_adapter.trainer import whole_units
+
+    ray = local_ray
+    _, args = make_openrlhf_args(
+        ["rollout.prompts_per_step=8", "rollout.n_samples_per_prompt=4", "train.train_batch_size=16",
+         "train.micro_batch_size=2", "openrlhf.num_gpus_per_node=4", "openrlhf.vllm_num_engines=4",
+         "openrlhf.rollout_micro_batch_size=4"]
+    )
+    tokenizer = type("PadTokenizer", (), {"pad_token_id": 0})
+    ranks = RayActorGroup.__new__(RayActorGroup)
+    ranks._actor_handlers, ranks.duplicate_actors = [_DispatchedChunk() for _ in range(4)], 1
+
+    def samples_per_rank(micro_batches):
+        for handler in ranks._actor_handlers:
+            handler.calls.clear()
+        ranks.async_run_method_batch(method_name="append", experience=micro_batches)
+        return [[len(e.sequences) for e in ray.get(h.calls[0][1])["experience"]] if h.calls else [] for h in
+                ranks._actor_handlers]
+
+    rewards = torch.bernoulli(torch.full((7 * 4,), 0.5), generator=torch_generator)
+    samples = make_rollout_samples(rewards, torch_generator)
+    openrlhf_split = RemoteExperienceMaker(None, None, None, None, None, get_strategy(args), tokenizer)
+    assert [sum(r) for r in samples_per_rank(openrlhf_split.split_rollout_samples(samples))] == [8, 8, 8, 4]
+
+    assert data_parallel_unit(args, 4) == 8
+    kept = whole_units(samples, data_parallel_unit(args, 4))
+    assert len(kept) == 24 and kept == samples[:24]
+    maker = APMPOExperienceMaker(None, None, None, None, None, get_strategy(args), tokenizer)
+    micro_batches = maker.compute_advantages_and_returns(maker.split_rollout_samples(kept))
+    assert samples_per_rank(micro_batches) == [[4, 2]] * 4  # 6 samples = 3 training micro-batches per rank
+    dealt = sorted(i for e in micro_batches for i in e.index)
+    assert dealt == list(range(24))
+    one_rank = APMPOExperienceMaker(None, None, None, None, None, get_strategy(
+        make_openrlhf_args(["rollout.prompts_per_step=8", "rollout.n_samples_per_prompt=4",
+                            "train.train_batch_size=16", "train.micro_batch_size=2"])[1]), tokenizer)
+    undivided = one_rank.compute_advantages_and_returns(one_rank.split_rollout_samples(samples[:24]))
+
+    def advantages(experiences):
+        return {p: float(a) for e in experiences for p, a in zip(e.prompts, e.info[INFO_ADVANTAGE])}
+
+    assert advantages(micro_batches) == advantages(undivided)
