@@ -2,8 +2,9 @@
 
 OpenRLHF's ``PPOTrainer`` gains: the :class:`APMPOExperienceMaker`; ``max_steps`` (OpenRLHF stops
 only when its prompt episodes run out); an optional evaluation before the first step; the
-LR-scheduler length of ``max_steps`` rollout steps; and the per-step adaptive statistics merged
-into the metrics its W&B / TensorBoard loggers write.
+LR-scheduler length of ``max_steps`` rollout steps; the per-step adaptive statistics merged
+into the metrics its W&B / TensorBoard loggers write; and the loop checks of ``loop_checks.py``
+(reward outcome counts, optionally the weight-sync check).
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import ray
 from openrlhf.trainer.ppo_trainer import PPOTrainer
 
 from .experience import APMPOExperienceMaker
+from .loop_checks import LoopChecksMixin
 
 
-class APMPOPPOTrainerImpl(PPOTrainer.__ray_actor_class__):
+class APMPOPPOTrainerImpl(LoopChecksMixin, PPOTrainer.__ray_actor_class__):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.spec = self.args.apmpo
@@ -38,6 +40,7 @@ class APMPOPPOTrainerImpl(PPOTrainer.__ray_actor_class__):
             return openrlhf_generate(**generate_kwargs)
 
         self.samples_generator.generate_samples = generate_until_max_steps
+        self._init_loop_checks()
 
     def get_max_steps(self) -> int:
         """Optimizer steps of the whole run: sizes the actor's LR scheduler."""
@@ -51,12 +54,15 @@ class APMPOPPOTrainerImpl(PPOTrainer.__ray_actor_class__):
     def train_step(self, rollout_samples, global_step: int):
         status, global_step = super().train_step(rollout_samples, global_step)
         status.update(self.experience_maker.last_stats)
+        status.update(self._loop_checks_after_step(global_step))
         self.completed_steps = global_step
         return status, global_step
 
     def fit(self, global_step: int = 0) -> None:
+        fresh_start = super().init_checkpoint_states()["global_step"] == 0
+        self._loop_checks_before_fit(fresh_start)
         if self.spec["eval_at_step0"] and self.eval_dataloader is not None:
-            if super().init_checkpoint_states()["global_step"] == 0:  # not when resuming
+            if fresh_start:  # not when resuming
                 eval_kwargs = dict(self.generate_kwargs)
                 eval_kwargs["temperature"] = self.args.eval.temperature
                 eval_kwargs["n_samples_per_prompt"] = self.args.eval.n_samples_per_prompt
