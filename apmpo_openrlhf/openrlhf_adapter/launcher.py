@@ -138,7 +138,13 @@ def worker_env(cfg: TrainConfig, job: bool) -> dict[str, str]:
     Under ``ray job submit --working-dir .`` Ray already puts the working directory on every
     worker's path; a plain ``python -m apmpo_openrlhf.train`` on a node adds the checkout instead.
     """
+    from ..rewards.grader_pool import WORKERS_ENV
+    from ..rewards.math_grading import TIMEOUT_ENV
+
     env = {
+        # the reward settings, for reward_func inside the vLLM engines
+        TIMEOUT_ENV: str(cfg.reward.timeout_s),
+        WORKERS_ENV: str(cfg.reward.num_workers),
         "TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM", "true"),
         "NCCL_DEBUG": os.environ.get("NCCL_DEBUG", "WARN"),
         "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": os.environ.get("RAY_ENABLE_ZERO_COPY_TORCH_TENSORS", "1"),
@@ -216,8 +222,6 @@ def run(cfg: TrainConfig, dry_run: bool) -> int:
     """Entry point of ``python -m apmpo_openrlhf.train`` for ``backend: openrlhf``; returns an exit code."""
     try:
         cfg = with_path_base(cfg)
-        if not dry_run and cpu_backend.active():
-            cpu_backend.check_config(cfg)
         cfg = with_synthetic_inputs(cfg, create=not dry_run)
         argv = openrlhf_argv(cfg)
         if dry_run:
@@ -225,6 +229,8 @@ def run(cfg: TrainConfig, dry_run: bool) -> int:
             _print_dry_run(cfg, argv, messages)
             return 0
         _check_local_inputs(argv)
+        if cpu_backend.active():
+            cpu_backend.check_config(cfg)
         print(shell_command(argv), flush=True)
         from .patches import install_driver_patches
 
