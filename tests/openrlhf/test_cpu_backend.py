@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -108,25 +109,17 @@ print("shims ok")
 def test_weight_sync_group_broadcasts_over_loopback(tmp_path, monkeypatch):
     """The gloo group that stands in for the NCCL communicator (actor rank 0 + 2 engine workers)."""
     monkeypatch.setenv(cpu_backend.RENDEZVOUS_DIR_ENV, str(tmp_path))
-    received, errors = {}, []
     sent = torch.randn(3, 5, generator=torch.Generator().manual_seed(0))
 
-    def rank(r):
-        try:
-            group = cpu_backend.stateless_gloo_group("127.0.0.1", 12345, r, 3, device="cpu")
-            tensor = sent.clone() if r == 0 else torch.empty(3, 5)
-            group.broadcast(tensor, src=0, stream=None)
-            received[r] = tensor
-        except Exception as e:  # noqa: BLE001 - reported below
-            errors.append(e)
+    def rank(r: int) -> torch.Tensor:
+        group = cpu_backend.stateless_gloo_group("127.0.0.1", 12345, r, 3, device="cpu")
+        tensor = sent.clone() if r == 0 else torch.empty(3, 5)
+        group.broadcast(tensor, src=0, stream=None)
+        return tensor
 
-    threads = [threading.Thread(target=rank, args=(r,)) for r in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert not errors and sorted(received) == [0, 1, 2]
-    for tensor in received.values():
+    with ThreadPoolExecutor(3) as pool:  # one thread per rank: they rendezvous with each other
+        received = list(pool.map(rank, range(3), timeout=120))
+    for tensor in received:
         assert torch.equal(tensor, sent)
 
 
