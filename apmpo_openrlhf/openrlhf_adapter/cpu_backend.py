@@ -49,6 +49,7 @@ import contextlib
 import datetime
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -77,10 +78,27 @@ def active() -> bool:
     return not torch.cuda.is_available()
 
 
-def _rendezvous_file(kind: str, key: str) -> str:
+def _rendezvous_file(kind: str, key: str, stale_after: datetime.timedelta | None = None) -> str:
+    """The file of a ``file://`` rendezvous, shared by the ranks through ``key``. A file older than
+    ``stale_after`` is left from a run that died (a live rendezvous takes seconds) and is removed."""
     root = Path(os.environ.get(RENDEZVOUS_DIR_ENV) or Path(tempfile.gettempdir()) / "apmpo_cpu_rendezvous")
     root.mkdir(parents=True, exist_ok=True)
-    return str(root / f"{kind}_{key}")
+    path = root / f"{kind}_{key}"
+    if stale_after is not None:
+        with contextlib.suppress(FileNotFoundError):
+            if time.time() - path.stat().st_mtime > stale_after.total_seconds():
+                path.unlink()
+    return str(path)
+
+
+def _ray_scope() -> str:
+    """Node and job of this Ray worker: with MASTER_PORT, a key no earlier cluster has used."""
+    import ray
+
+    if not ray.is_initialized():
+        return "no_ray"
+    context = ray.get_runtime_context()
+    return f"{context.get_node_id()[:16]}_{context.get_job_id()}"
 
 
 # ── 1. torch.cuda device calls ──────────────────────────────────────────────────────────────
@@ -128,7 +146,7 @@ def _patch_deepspeed_strategy() -> None:
     def setup_distributed(self, timeout=datetime.timedelta(minutes=60)):
         # 3: RayActorGroup set RANK / WORLD_SIZE / MASTER_PORT (shared by the group's ranks).
         if not dist.is_initialized():
-            key = f"{os.environ['MASTER_ADDR']}_{os.environ['MASTER_PORT']}"
+            key = f"{_ray_scope()}_{os.environ['MASTER_ADDR']}_{os.environ['MASTER_PORT']}"
             dist.init_process_group(
                 "gloo",
                 init_method=f"file://{_rendezvous_file('deepspeed', key)}",
@@ -180,7 +198,8 @@ class GlooBroadcastGroup:
     def __init__(self, key: str, rank: int, world_size: int, timeout: datetime.timedelta):
         from torch.distributed import FileStore, ProcessGroupGloo
 
-        store = FileStore(_rendezvous_file("weight_sync", key), world_size)
+        # vLLM's worker process is not a Ray worker: the key is what both sides get from OpenRLHF
+        store = FileStore(_rendezvous_file("weight_sync", key, stale_after=timeout), world_size)
         options = ProcessGroupGloo._Options()
         options._devices = [ProcessGroupGloo.create_device(hostname=LOOPBACK)]
         options._timeout = timeout

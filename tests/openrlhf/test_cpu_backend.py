@@ -117,6 +117,9 @@ def test_weight_sync_group_broadcasts_over_loopback(tmp_path, monkeypatch):
         group.broadcast(tensor, src=0, stream=None)
         return tensor
 
+    stale = tmp_path / "weight_sync_127.0.0.1_12345"  # left by a run that died mid-rendezvous
+    stale.write_text("keys of a dead group")
+    os.utime(stale, (0, 0))
     with ThreadPoolExecutor(3) as pool:  # one thread per rank: they rendezvous with each other
         received = list(pool.map(rank, range(3), timeout=120))
     for tensor in received:
