@@ -202,33 +202,39 @@ def test_grading_time_limit_from_the_environment(monkeypatch):
 
 
 def test_ray_head_processes_are_recorded_and_stopped_by_pid(tmp_path):
-    """launch/ray_processes.py on a stand-in process tree: a parent whose command line names the
-    session directory (as Ray's GCS and raylet do) and its child (as the raylet's workers)."""
+    """launch/ray_processes.py on a stand-in for a head: like `ray start`, a launcher that exits and
+    leaves a daemon whose command line names the session directory (as Ray's GCS and raylet do),
+    and the daemon's child (as the raylet's workers)."""
+    import psutil
+
     session = tmp_path / "session_2026-01-01_00-00-00_1"
     session.mkdir()
     (tmp_path / "session_latest").symlink_to(session)
-    child = "import time; time.sleep(300)"
-    parent = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys, time; "
-                               f"subprocess.Popen([sys.executable, '-c', {child!r}]); time.sleep(300)", str(session)])
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])  # not this head's
+    child = [sys.executable, "-c", "import time; time.sleep(300)"]
+    daemon = [sys.executable, "-c", f"import subprocess, time; subprocess.Popen({child!r}); time.sleep(300)",
+              str(session)]
+    subprocess.run([sys.executable, "-c", f"import subprocess; subprocess.Popen({daemon!r}, start_new_session=True)"],
+                   check=True)
+    other = subprocess.Popen(child)  # a process of the same user that is not this head's
+    script = REPO / "launch" / "ray_processes.py"
     try:
-        import psutil
-
-        for _ in range(100):
-            if psutil.Process(parent.pid).children():
+        for _ in range(100):  # the daemon and its child are up
+            procs = [p for p in psutil.process_iter(["cmdline"]) if str(session) in (p.info["cmdline"] or ())]
+            if procs and procs[0].children():
                 break
             threading.Event().wait(0.1)
-        tree = [parent.pid, *(c.pid for c in psutil.Process(parent.pid).children())]
-        script = REPO / "launch" / "ray_processes.py"
+        tree = [procs[0].pid, *(c.pid for c in procs[0].children())]
         recorded = subprocess.run([sys.executable, script, "record", tmp_path], capture_output=True, text=True)
-        assert recorded.returncode == 0 and str(parent.pid) in recorded.stdout, recorded.stderr
-        assert (tmp_path / "head.pids").read_text().split() == [str(parent.pid)]
+        assert recorded.returncode == 0, recorded.stderr
+        assert (tmp_path / "head.pids").read_text().split() == [str(tree[0])]
         stopped = subprocess.run([sys.executable, script, "stop", tmp_path], capture_output=True, text=True)
         assert stopped.returncode == 0 and "stopped 2 processes" in stopped.stdout, stopped.stdout + stopped.stderr
-        assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-                       for pid in tree)
-        assert other.poll() is None  # another process of the same user is left alone
+        assert not any(psutil.pid_exists(pid) for pid in tree)
+        assert other.poll() is None  # left alone
+        assert not (tmp_path / "head.pids").exists()
     finally:
-        for proc in (parent, other):
-            proc.kill()
-            proc.wait()
+        other.kill()
+        other.wait()
+        for proc in psutil.process_iter(["cmdline"]):
+            if str(session) in (proc.info["cmdline"] or ()):
+                proc.kill()
