@@ -62,7 +62,8 @@ WORKER_SETUP_HOOK = f"{__name__}.install_worker_shims"
 # vLLM runs its model in a worker process it spawns itself (no Ray hook there). It imports the
 # OpenRLHF worker extension by this name, which applies the shims first (module __getattr__ below).
 VLLM_WORKER_EXTENSION = f"{__name__}.WorkerWrapOnCPU"
-# Where the file rendezvous of shims 3 and 6 live (one machine: the CPU backend is single-node).
+# Where the file rendezvous of shims 3 and 6 live (one machine: the CPU backend is single-node);
+# the launcher gives every run its own directory.
 RENDEZVOUS_DIR_ENV = "APMPO_CPU_RENDEZVOUS_DIR"
 LOOPBACK = "127.0.0.1"
 CPU_PARAM_DTYPE = "fp32"  # args.ds.param_dtype for model.dtype float32
@@ -391,9 +392,25 @@ def install_driver_shims(args) -> None:
     vllm_engine_module.RolloutRayActor = _RolloutActorOnCPU(actor_class, engine_dtype(args))
 
 
+_run_rendezvous_dir: str | None = None
+
+
+def run_rendezvous_dir() -> str:
+    """A directory for this run's rendezvous files (shims 3 and 6), removed when the driver exits."""
+    global _run_rendezvous_dir
+    if _run_rendezvous_dir is None:
+        import atexit
+        import shutil
+
+        _run_rendezvous_dir = tempfile.mkdtemp(prefix="apmpo_rendezvous_")
+        atexit.register(shutil.rmtree, _run_rendezvous_dir, ignore_errors=True)
+    return _run_rendezvous_dir
+
+
 def worker_env() -> dict[str, str]:
     """Environment of every Ray worker on the CPU backend."""
     return {
+        RENDEZVOUS_DIR_ENV: os.environ.get(RENDEZVOUS_DIR_ENV) or run_rendezvous_dir(),
         # vLLM's CPU build: a 1 GiB KV cache (its default memory check fails on small machines).
         "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
         # Loopback only: Ray's node address in the workers, the address of vLLM's own

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -55,6 +56,8 @@ def ray_tmp():
     yield path
     leftovers = [p.pid for p in psutil.process_iter(["cmdline"])
                  if any(str(path) in part for part in (p.info["cmdline"] or ()))]
+    if not leftovers:
+        shutil.rmtree(path, ignore_errors=True)
     assert not leftovers, f"processes of the Ray session {path} are still running: {leftovers}"
 
 

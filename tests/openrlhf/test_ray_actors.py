@@ -38,7 +38,8 @@ def local_ray(tmp_path_factory):
         _temp_dir=str(tmp_path_factory.mktemp("ray")),
         runtime_env={
             "env_vars": {"PYTHONPATH": repo, "TOKENIZERS_PARALLELISM": "false",
-                         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "GLOO_SOCKET_IFNAME": "lo"},
+                         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "GLOO_SOCKET_IFNAME": "lo",
+                         cpu_backend.RENDEZVOUS_DIR_ENV: str(tmp_path_factory.mktemp("rendezvous"))},
             # the flash_attn stand-in and the CPU backend's shims, as a CPU training run has them
             "worker_process_setup_hook": cpu_backend.WORKER_SETUP_HOOK,
         },
