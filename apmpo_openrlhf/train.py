@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
             "examples:\n"
             "  python -m apmpo_openrlhf.train                       # embedded default on CPU\n"
             "  python -m apmpo_openrlhf.train --set algorithm.loss=grpo --set output_dir=outputs/grpo\n"
+            "  python -m apmpo_openrlhf.train --config configs/local/openrlhf_cpu.yaml   # OpenRLHF's Ray loop, no GPU\n"
             "  ray job submit --address http://127.0.0.1:8265 --working-dir . -- \\\n"
             "      python -m apmpo_openrlhf.train --config configs/math/qwen2.5-math-1.5b-instruct/apmpo.yaml\n"
         ),

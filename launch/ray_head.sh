@@ -3,7 +3,9 @@
 #   launch/ray_head.sh [extra `ray start` flags]
 # The dashboard / job API listen on ${RAY_DASHBOARD_HOST}:${RAY_DASHBOARD_PORT} (127.0.0.1:8265 by
 # default: reach it from elsewhere through `ssh -L 8265:127.0.0.1:8265 head`). For a multi-node
-# cluster set RAY_HEAD_IP to the head's address on the private cluster network.
+# cluster set RAY_HEAD_IP to the head's address on the private cluster network. On a machine
+# without GPU, NUM_GPUS=3 gives OpenRLHF's placement groups logical GPU slots (one actor, one
+# reference model, one vLLM engine in configs/local/openrlhf_cpu.yaml, all run on the CPU).
 source "$(dirname "$0")/common.sh"
 # With RAY_HEAD_IP=127.0.0.1 this keeps every Ray socket on loopback (single node).
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
@@ -16,4 +18,5 @@ ray start --head \
   --num-gpus "${NUM_GPUS:-$(nvidia-smi -L 2>/dev/null | wc -l)}" \
   "$@"
 echo "Ray head: ${RAY_HEAD_IP}:${RAY_PORT}; job API: http://${RAY_DASHBOARD_HOST}:${RAY_DASHBOARD_PORT}"
-echo "Stop it with: ray stop (stops every Ray process of this user on this node)"
+python "$(dirname "$0")/ray_processes.py" record "${RAY_TMP_DIR}"
+echo "Stop it with: RAY_TMP_DIR=${RAY_TMP_DIR} launch/ray_stop.sh (this head only, by process id)"

@@ -3,8 +3,8 @@
 #   launch/run_node.sh configs/math/qwen2.5-math-1.5b-instruct/apmpo.yaml [--set key=value ...]
 # Outputs (checkpoints, TensorBoard, final model) go to the config's output_dir. A crashed run
 # resumes from its latest checkpoint when started again (checkpoint.resume: true).
-# The head is left running for the next config; on a dedicated node stop it with `ray stop`
-# (which stops every Ray process of this user on the node).
+# The head is left running for the next config; stop it with launch/ray_stop.sh (this head only,
+# by the process ids launch/ray_head.sh recorded).
 source "$(dirname "$0")/common.sh"
 CONFIG="${1:?usage: launch/run_node.sh CONFIG [--set key=value ...]}"
 shift

@@ -37,6 +37,11 @@ class OpenRLHFSection(BaseModel):
     vllm_sync_backend: Literal["nccl", "gloo"] = Field("nccl", description="actor -> vLLM weight sync backend")
     vllm_enforce_eager: bool = Field(False, description="disable CUDA graphs in vLLM (less memory, slower)")
     vllm_enable_prefix_caching: bool = Field(False, description="vLLM prefix caching")
+    check_weight_sync: bool = Field(
+        False,
+        description="after every weight sync, compare each vLLM engine's log-probs of a fixed sequence with the "
+        "actor's (weight_sync/* metrics; one engine call and one actor forward per step; rollout temperature 1 only)",
+    )
 
     # ── DeepSpeed ──
     zero_stage: int = Field(3, ge=0, le=3, description="DeepSpeed ZeRO stage")

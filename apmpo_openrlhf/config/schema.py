@@ -83,9 +83,13 @@ class AlgorithmSection(Section):
 
 class ModelSection(Section):
     path: str | None = Field(
-        None, description="Hugging Face model directory; null = build the tiny local model (local backend only)"
+        None,
+        description="Hugging Face model directory; null = build the tiny local model (local.tiny_model) into "
+        "<output_dir>/base_model",
     )
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("bfloat16", description="parameter dtype")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "bfloat16", description="parameter dtype (openrlhf: float32 only on the CPU backend, a machine without GPU)"
+    )
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
         "flash_attention_2", description="attention kernel; flash_attention_2 needs a GPU (use sdpa or eager on CPU)"
     )
@@ -127,7 +131,11 @@ class TrainSection(Section):
 
 
 class DataSection(Section):
-    train_path: str | None = Field(None, description="prompt dataset (jsonl from `python -m apmpo_openrlhf.data`)")
+    train_path: str | None = Field(
+        None,
+        description="prompt dataset (jsonl from `python -m apmpo_openrlhf.data`); null = the synthetic task "
+        "(local.task; openrlhf: written to <output_dir>/prompts/)",
+    )
     eval_path: str | None = Field(None, description="optional evaluation prompt dataset")
     input_key: str = Field("prompt", description="field holding the chat-formatted prompt")
     label_key: str = Field("label", description="field holding the JSON label given to the reward")
@@ -137,8 +145,13 @@ class DataSection(Section):
 
 class RewardSection(Section):
     task: str = Field("math", description="reward registered under this name (math, sql, choice, arithmetic)")
-    timeout_s: float = Field(10.0, gt=0, description="per-answer grading time limit")
-    num_workers: int = Field(2, ge=1, description="grading worker processes")
+    timeout_s: float = Field(
+        10.0, gt=0, description="openrlhf backend: per-answer time limit of math-verify in the vLLM engines' "
+        "reward_func (a timeout scores 0 and counts in reward/timeouts); the local backend grades with 5 s"
+    )
+    num_workers: int = Field(
+        2, ge=1, description="grading workers (local: threads; openrlhf: math-verify processes per vLLM engine)"
+    )
 
 
 class WandbSection(Section):

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..config import ConfigError, TrainConfig
+from . import cpu_backend
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 REPO_ROOT = PACKAGE_DIR.parent
@@ -40,6 +41,7 @@ class AlgorithmSpec:
     max_steps: int
     eval_at_step0: bool
     optimizer_steps_per_rollout: int
+    check_weight_sync: bool = False
     extra: dict = field(default_factory=dict)
     adaptive_statistics: str = "sampled"  # "sampled" | "kept" (schema: algorithm.adaptive_statistics)
 
@@ -60,6 +62,7 @@ def algorithm_spec(cfg: TrainConfig) -> AlgorithmSpec:
         eval_at_step0=cfg.eval.at_step0,
         optimizer_steps_per_rollout=cfg.optimizer_steps_per_rollout,
         adaptive_statistics=alg.adaptive_statistics,
+        check_weight_sync=cfg.openrlhf.check_weight_sync,
     )
 
 
@@ -152,10 +155,10 @@ def openrlhf_argv(cfg: TrainConfig, cwd: Path | None = None, relative_reward_pat
     if cfg.backend != "openrlhf":
         raise ConfigError(f"backend = {cfg.backend!r}: the OpenRLHF arguments exist only for backend 'openrlhf'")
     o, m, r, t, alg = cfg.openrlhf, cfg.model, cfg.rollout, cfg.train, cfg.algorithm
-    if m.dtype not in _PARAM_DTYPES:
+    if m.dtype not in _PARAM_DTYPES and not cpu_backend.active():
         raise ConfigError(
-            f"model.dtype = {m.dtype!r}: OpenRLHF trains in bfloat16 or float16 only; allowed: "
-            + ", ".join(_PARAM_DTYPES)
+            f"model.dtype = {m.dtype!r}: OpenRLHF trains in bfloat16 or float16 on GPUs; allowed: "
+            + ", ".join(_PARAM_DTYPES) + " (float32 only on a machine without GPU, with the CPU backend)"
         )
     if alg.kl_beta > 0 and alg.kl_estimator == "k1":
         # k1 as a loss has zero expected gradient; OpenRLHF only warns, the paper uses k3.
@@ -190,7 +193,9 @@ def openrlhf_argv(cfg: TrainConfig, cwd: Path | None = None, relative_reward_pat
         _flag(argv, "vllm.enable_prefix_caching")
     # DeepSpeed
     _flag(argv, "ds.zero_stage", o.zero_stage)
-    _flag(argv, "ds.param_dtype", _PARAM_DTYPES[m.dtype])
+    if m.dtype in _PARAM_DTYPES:
+        _flag(argv, "ds.param_dtype", _PARAM_DTYPES[m.dtype])
+    # float32 (CPU backend): OpenRLHF's parser knows bf16/fp16 only; cpu_backend.configure_args sets it
     _flag(argv, "ds.attn_implementation", m.attn_implementation)
     if o.ds_enable_sleep:
         _flag(argv, "ds.enable_sleep")

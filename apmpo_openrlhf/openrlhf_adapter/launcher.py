@@ -28,8 +28,9 @@ from typing import Any
 import yaml
 
 from ..config import TRAIN_CONFIG_FILE, ConfigError, TrainConfig, save_config
-from . import flash_attn_standin
+from . import cpu_backend, flash_attn_standin
 from .arguments import REPO_ROOT, algorithm_spec, openrlhf_argv, shell_command, under_ray_job, with_path_base
+from .synthetic_inputs import with_synthetic_inputs
 
 CLI_MODULE = "openrlhf.cli.train_ppo_ray"
 
@@ -137,7 +138,13 @@ def worker_env(cfg: TrainConfig, job: bool) -> dict[str, str]:
     Under ``ray job submit --working-dir .`` Ray already puts the working directory on every
     worker's path; a plain ``python -m apmpo_openrlhf.train`` on a node adds the checkout instead.
     """
+    from ..rewards.grader_pool import WORKERS_ENV
+    from ..rewards.math_grading import TIMEOUT_ENV
+
     env = {
+        # the reward settings, for reward_func inside the vLLM engines
+        TIMEOUT_ENV: str(cfg.reward.timeout_s),
+        WORKERS_ENV: str(cfg.reward.num_workers),
         "TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM", "true"),
         "NCCL_DEBUG": os.environ.get("NCCL_DEBUG", "WARN"),
         "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": os.environ.get("RAY_ENABLE_ZERO_COPY_TORCH_TENSORS", "1"),
@@ -146,7 +153,23 @@ def worker_env(cfg: TrainConfig, job: bool) -> dict[str, str]:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
     if cfg.logging.wandb is not None:
         env["WANDB_MODE"] = cfg.logging.wandb.mode
+    if cpu_backend.active():
+        env.update(cpu_backend.worker_env())
     return env
+
+
+def ray_init_kwargs(cfg: TrainConfig, args) -> dict:
+    """ray.init arguments when train() is about to start: join the cluster under ``ray job submit``
+    (or with RAY_ADDRESS), else start one in this process. On the CPU backend every worker runs
+    cpu_backend's shims at start, and a Ray started here gets logical GPU slots on 127.0.0.1."""
+    job = under_ray_job()
+    runtime_env = {"env_vars": worker_env(cfg, job=job)}
+    kwargs: dict = {}
+    if cpu_backend.active():
+        runtime_env["worker_process_setup_hook"] = cpu_backend.WORKER_SETUP_HOOK
+        if not job and not os.environ.get("RAY_ADDRESS"):
+            kwargs.update(cpu_backend.local_ray_init_kwargs(args))
+    return {"runtime_env": runtime_env, **kwargs}
 
 
 def _train(cfg: TrainConfig, args, real_train) -> None:
@@ -158,9 +181,13 @@ def _train(cfg: TrainConfig, args, real_train) -> None:
     if args.train.async_enable:
         raise OpenRLHFArgumentError("--train.async_enable is not supported by the APMPO extension")
     args.apmpo = algorithm_spec(cfg).as_dict()
+    if cpu_backend.active():
+        for note in cpu_backend.configure_args(args, cfg):
+            print(f"CPU backend: {note}", flush=True)
+        cpu_backend.install_driver_shims(args)
     prepare_output_dirs(cfg, args)
     if not ray.is_initialized():
-        ray.init(runtime_env={"env_vars": worker_env(cfg, job=under_ray_job())})
+        ray.init(**ray_init_kwargs(cfg, args))
     real_train(args)
 
 
@@ -195,12 +222,15 @@ def run(cfg: TrainConfig, dry_run: bool) -> int:
     """Entry point of ``python -m apmpo_openrlhf.train`` for ``backend: openrlhf``; returns an exit code."""
     try:
         cfg = with_path_base(cfg)
+        cfg = with_synthetic_inputs(cfg, create=not dry_run)
         argv = openrlhf_argv(cfg)
         if dry_run:
             _, messages = validate_with_openrlhf(argv)
             _print_dry_run(cfg, argv, messages)
             return 0
         _check_local_inputs(argv)
+        if cpu_backend.active():
+            cpu_backend.check_config(cfg)
         print(shell_command(argv), flush=True)
         from .patches import install_driver_patches
 

@@ -4,8 +4,9 @@ OpenRLHF's ``PPOTrainer`` gains: the :class:`APMPOExperienceMaker`; ``max_steps`
 only when its prompt episodes run out); an optional evaluation before the first step; the
 LR-scheduler length of ``max_steps`` rollout steps; the per-step adaptive statistics merged
 into the metrics its W&B / TensorBoard loggers write; the raw rewards of every sampled group
-(dynamic filtering drops some before the experience maker); and batches trimmed to a whole number
-of data-parallel units.
+(dynamic filtering drops some before the experience maker); batches trimmed to a whole number
+of data-parallel units; and the loop checks of ``loop_checks.py`` (reward outcome counts,
+optionally the weight-sync check).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from openrlhf.trainer.ppo_trainer import PPOTrainer
 from openrlhf.utils.logging_utils import init_logger
 
 from .experience import APMPOExperienceMaker, data_parallel_unit
+from .loop_checks import LoopChecksMixin
 
 logger = init_logger(__name__)
 
@@ -32,7 +34,7 @@ def whole_units(samples: list, unit: int) -> list:
     return samples[:keep]
 
 
-class APMPOPPOTrainerImpl(PPOTrainer.__ray_actor_class__):
+class APMPOPPOTrainerImpl(LoopChecksMixin, PPOTrainer.__ray_actor_class__):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.spec = self.args.apmpo
@@ -58,6 +60,7 @@ class APMPOPPOTrainerImpl(PPOTrainer.__ray_actor_class__):
         self.samples_generator.generate_samples = generate_until_max_steps
         self._record_sampled_rewards()
         self._trim_to_data_parallel_units()
+        self._init_loop_checks()
 
     def _record_sampled_rewards(self) -> None:
         """Give the experience maker the raw rewards of every group sampled for a training batch.
@@ -127,12 +130,15 @@ class APMPOPPOTrainerImpl(PPOTrainer.__ray_actor_class__):
     def train_step(self, rollout_samples, global_step: int):
         status, global_step = super().train_step(rollout_samples, global_step)
         status.update(self.experience_maker.last_stats)
+        status.update(self._loop_checks_after_step(global_step))
         self.completed_steps = global_step
         return status, global_step
 
     def fit(self, global_step: int = 0) -> None:
+        fresh_start = super().init_checkpoint_states()["global_step"] == 0
+        self._loop_checks_before_fit(fresh_start)
         if self.spec["eval_at_step0"] and self.eval_dataloader is not None:
-            if super().init_checkpoint_states()["global_step"] == 0:  # not when resuming
+            if fresh_start:  # not when resuming
                 eval_kwargs = dict(self.generate_kwargs)
                 eval_kwargs["temperature"] = self.args.eval.temperature
                 eval_kwargs["n_samples_per_prompt"] = self.args.eval.n_samples_per_prompt

@@ -214,6 +214,7 @@ class GraderPool:
             return [w.pid for w in self._all if w.is_alive()]
 
 
+WORKERS_ENV = "APMPO_GRADER_WORKERS"
 _default_pool: GraderPool | None = None
 _default_lock = threading.Lock()
 
@@ -226,11 +227,11 @@ def default_pool() -> GraderPool:
     global _default_pool
     with _default_lock:
         if _default_pool is None or _default_pool._closed:
-            env = os.environ.get("APMPO_GRADER_WORKERS")
+            env = os.environ.get(WORKERS_ENV)
             try:
                 n = int(env) if env else None
             except ValueError:
-                raise ValueError(f"APMPO_GRADER_WORKERS must be an integer, got {env!r}") from None
+                raise ValueError(f"{WORKERS_ENV} must be an integer, got {env!r}") from None
             _default_pool = GraderPool(n)
         return _default_pool
 

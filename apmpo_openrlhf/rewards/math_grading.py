@@ -10,6 +10,7 @@ limit, so a pathological answer costs at most ``timeout`` seconds in any calling
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 from typing import Iterable, NamedTuple
@@ -21,6 +22,9 @@ from .registry import register_reward
 logger = logging.getLogger(__name__)
 
 MATH_TIMEOUT_S = 5.0
+# The time limit where a caller cannot pass one: OpenRLHF's reward_func runs inside the vLLM
+# engines, whose environment the launcher sets from reward.timeout_s.
+TIMEOUT_ENV = "APMPO_GRADING_TIMEOUT_S"
 # Soft limits inside the worker (seconds, SIGALRM); the pool's hard limit is MATH_TIMEOUT_S.
 _PARSE_SOFT_S = 1
 _VERIFY_SOFT_S = 2
@@ -131,8 +135,24 @@ def _log_if_abnormal(grade: Grade, pred: str) -> Grade:
     return grade
 
 
-def grade_math(response: str, gold: object, *, timeout: float = MATH_TIMEOUT_S) -> Grade:
-    """Score and reason for one response. Never raises for bad model output; never blocks > timeout."""
+def default_timeout() -> float:
+    """$APMPO_GRADING_TIMEOUT_S if set (seconds > 0), else MATH_TIMEOUT_S."""
+    value = os.environ.get(TIMEOUT_ENV)
+    if not value:
+        return MATH_TIMEOUT_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise ValueError(f"{TIMEOUT_ENV} must be a number of seconds > 0, got {value!r}")
+    return seconds
+
+
+def grade_math(response: str, gold: object, *, timeout: float | None = None) -> Grade:
+    """Score and reason for one response. Never raises for bad model output; never blocks > timeout
+    (default: :func:`default_timeout`)."""
+    timeout = default_timeout() if timeout is None else timeout
     task = _task(response, gold)
     if isinstance(task, Grade):
         return task
@@ -144,9 +164,10 @@ def grade_math(response: str, gold: object, *, timeout: float = MATH_TIMEOUT_S) 
 
 
 def grade_math_batch(
-    pairs: Iterable[tuple[str, object]], *, timeout: float = MATH_TIMEOUT_S
+    pairs: Iterable[tuple[str, object]], *, timeout: float | None = None
 ) -> list[Grade]:
     """:func:`grade_math` over many (response, gold) pairs, spread over all pool workers."""
+    timeout = default_timeout() if timeout is None else timeout
     tasks = [_task(r, g) for r, g in pairs]
     todo = [t for t in tasks if not isinstance(t, Grade)]
     graded = default_pool().map(_grade_in_worker, todo, timeout=timeout, on_error=_from_exception)

@@ -182,12 +182,27 @@ def test_schema_errors_name_key_value_and_rule(override, expected):
 def test_backend_specific_errors():
     with pytest.raises(ConfigError, match=r"model.path is required for backend openrlhf"):
         openrlhf_argv(_apmpo("model.path=null"))
-    with pytest.raises(ConfigError, match=r"model.dtype = 'float32'.*allowed: bfloat16, float16"):
-        openrlhf_argv(_apmpo("model.dtype=float32"))
     with pytest.raises(ConfigError, match=r"overlong_buffer_len = 4000 must be <= rollout.max_new_tokens = 3072"):
         openrlhf_argv(_apmpo("algorithm.overlong_buffer_len=4000"))
     with pytest.raises(ConfigError, match=r"eval.at_step0 / eval.every_steps need data.eval_path"):
         openrlhf_argv(_apmpo("data.eval_path=null", "eval.at_step0=true"))
+
+
+def test_float32_only_with_the_cpu_backend(monkeypatch):
+    """OpenRLHF's parser knows bf16/fp16; float32 is the CPU backend's (no flag: it sets the dtype
+    after OpenRLHF's checks). Where CUDA is present the config is refused, naming the key."""
+    from apmpo_openrlhf.openrlhf_adapter import cpu_backend
+
+    monkeypatch.setattr(cpu_backend, "active", lambda: True)  # as on a machine without GPU
+    argv = openrlhf_argv(_apmpo("model.dtype=float32"))
+    assert "--ds.param_dtype" not in argv
+    args, _ = validate_with_openrlhf(argv)
+    assert cpu_backend.configure_args(args, _apmpo("model.dtype=float32")) and args.ds.param_dtype == "fp32"
+    assert cpu_backend.engine_dtype(args) == "float32"
+    monkeypatch.setattr(cpu_backend, "active", lambda: False)  # as on a GPU node
+    with pytest.raises(ConfigError, match=r"model.dtype = 'float32'.*allowed: bfloat16, float16"):
+        openrlhf_argv(_apmpo("model.dtype=float32"))
+    assert openrlhf_argv(_apmpo())[openrlhf_argv(_apmpo()).index("--ds.param_dtype") + 1] == "bf16"
 
 
 def test_openrlhf_parser_and_checks_reject_with_their_own_message():

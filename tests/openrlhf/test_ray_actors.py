@@ -10,91 +10,23 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import pytest
 import torch
 
-from apmpo_openrlhf.openrlhf_adapter.actor import APMPOPolicyModelActorImpl  # first: flash_attn stand-in
+from apmpo_openrlhf.openrlhf_adapter.actor import APMPOPolicyModelActor  # first: flash_attn stand-in
 from openrlhf.trainer.ray.launcher import ReferenceModelActor  # noqa: E402  (isort: skip)
 
 pytestmark = pytest.mark.slow
 
 
-def _file_process_group():
-    """One-process gloo group through a file rendezvous (DeepSpeed then reuses it): OpenRLHF's
-    env:// rendezvous would open a TCP store listening on every interface."""
-    import tempfile
-
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        store = os.path.join(tempfile.mkdtemp(prefix="apmpo_dist_"), "store")
-        dist.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1)
-
-
-def _install_cpu_shims(device):
-    """In a Ray worker on a CPU machine: OpenRLHF's actor asks CUDA for its device index and stream
-    sync and builds a "cuda" device mesh; map those to the CPU (see test_actor_training_step.py)."""
-    import openrlhf.utils.deepspeed.deepspeed as ds_module
-    from deepspeed.ops import __compatible_ops__ as compatible_ops
-
-    # one process: DeepSpeed's shared-memory all-reduce op would be compiled for nothing
-    compatible_ops["deepspeed_shm_comm"] = False
-    torch.cuda.current_device = lambda: device
-    torch.cuda.set_device = lambda *a, **k: None
-    torch.cuda.synchronize = lambda *a, **k: None
-    torch.cuda.empty_cache = lambda: None
-    if not getattr(ds_module, "_cpu_mesh", False):
-        real_mesh = ds_module.init_device_mesh
-        ds_module.init_device_mesh = lambda _type, *a, **k: real_mesh("cpu", *a, **k)
-        ds_module._cpu_mesh = True
-
-
-class CPUPolicyActor(APMPOPolicyModelActorImpl):
-    """The patched policy actor with the CPU shims applied in its own process."""
-
-    def init_model_from_pretrained(self, strategy, *args, **kwargs):
-        _install_cpu_shims(0)  # the replay buffer formats "cuda:{index}" at construction
-        _file_process_group()
-        real_ds_config = strategy.get_ds_train_config
-
-        def torch_adam(*a, **k):  # torch AdamW: no DeepSpeed C++ optimizer to compile on CPU
-            config = real_ds_config(*a, **k)
-            if "optimizer" in config:
-                config["optimizer"]["params"]["torch_adam"] = True
-            return config
-
-        strategy.get_ds_train_config = torch_adam
-        try:
-            return super().init_model_from_pretrained(strategy, *args, **kwargs)
-        finally:
-            _install_cpu_shims("cpu")
-
-    def trainer_class_name(self):
-        return type(self.trainer).__name__
-
-
-class CPUReferenceActor(ReferenceModelActor.__ray_actor_class__):
-    """OpenRLHF's reference-model actor (unchanged by the extension) with the CPU shims."""
-
-    def init_model_from_pretrained(self, strategy, *args, **kwargs):
-        _install_cpu_shims(0)
-        _file_process_group()
-        try:
-            return super().init_model_from_pretrained(strategy, *args, **kwargs)
-        finally:
-            _install_cpu_shims("cpu")
-
-
 @pytest.fixture(scope="module")
 def local_ray(tmp_path_factory):
     import ray
-    from ray import cloudpickle
+
+    from apmpo_openrlhf.openrlhf_adapter import cpu_backend
 
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    # this module is not importable in the workers: ship CPUPolicyActor by value
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
     # conftest.py set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before Ray was imported: with
     # 127.0.0.1 as node address every Ray socket stays on loopback; the workers get it too.
     assert not ray._private.ray_constants.ENABLE_RAY_CLUSTER
@@ -106,15 +38,15 @@ def local_ray(tmp_path_factory):
         _temp_dir=str(tmp_path_factory.mktemp("ray")),
         runtime_env={
             "env_vars": {"PYTHONPATH": repo, "TOKENIZERS_PARALLELISM": "false",
-                         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "GLOO_SOCKET_IFNAME": "lo"},
-            # OpenRLHF's modules import flash_attn helpers: register the stand-in first (CPU only)
-            "worker_process_setup_hook": "apmpo_openrlhf.openrlhf_adapter.flash_attn_standin.install",
+                         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "GLOO_SOCKET_IFNAME": "lo",
+                         cpu_backend.RENDEZVOUS_DIR_ENV: str(tmp_path_factory.mktemp("rendezvous"))},
+            # the flash_attn stand-in and the CPU backend's shims, as a CPU training run has them
+            "worker_process_setup_hook": cpu_backend.WORKER_SETUP_HOOK,
         },
         log_to_driver=False,
     )
     yield ray
     ray.shutdown()
-    cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
 
 
 def _prompt_file(path, n):
@@ -178,9 +110,8 @@ def test_trainer_and_policy_actor_run_a_controller_step(local_ray, tiny_model_di
     )
     strategy = get_strategy(args)
     assert args.algo.kl.use_loss and args.algo.kl.init_coef == 0.001 and args.algo.kl.estimator == "k3"
-    policy = ray.remote(num_gpus=1)(CPUPolicyActor)
-    actor_group = RayActorGroup(1, 1, policy, pg=None, num_gpus_per_actor=1)
-    ref_group = RayActorGroup(1, 1, ray.remote(num_gpus=1)(CPUReferenceActor), pg=None, num_gpus_per_actor=1)
+    actor_group = RayActorGroup(1, 1, APMPOPolicyModelActor, pg=None, num_gpus_per_actor=1)
+    ref_group = RayActorGroup(1, 1, ReferenceModelActor, pg=None, num_gpus_per_actor=1)
     trainer = APMPOPPOTrainer.remote(
         str(tiny_model_dir), strategy, actor_group, None, None, ref_group, None,
         do_sample=True, max_len=args.data.max_len, max_new_tokens=args.rollout.max_new_tokens,
@@ -190,7 +121,8 @@ def test_trainer_and_policy_actor_run_a_controller_step(local_ray, tiny_model_di
     assert max_steps == 3 * 2  # max_steps rollout steps x optimizer steps per rollout batch
     ray.get(actor_group.async_init_model_from_pretrained(strategy, str(tiny_model_dir), max_steps, None)
             + ref_group.async_init_model_from_pretrained(strategy, str(tiny_model_dir)))
-    assert ray.get(actor_group._actor_handlers[0].trainer_class_name.remote()) == "APMPOActorPPOTrainer"
+    trainer_class = actor_group._actor_handlers[0].__ray_call__.remote(lambda actor: type(actor.trainer).__name__)
+    assert ray.get(trainer_class) == "APMPOActorPPOTrainer"
 
     status, step = ray.get(trainer.train_step.remote(_rollout(2, 4, seed=0), 0))
     assert step == 1

