@@ -27,7 +27,8 @@ from evaluation.backends.vllm_backend import vllm_available
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = "configs/local/openrlhf_cpu.yaml"
-SAMPLES_PER_STEP = 4 * 8  # rollout.prompts_per_step x n_samples_per_prompt of the config
+GROUP_SIZE = 8  # rollout.n_samples_per_prompt of the config
+SAMPLES_PER_STEP = 4 * GROUP_SIZE  # rollout.prompts_per_step x n_samples_per_prompt
 SYNC_TOL = 1e-4  # float32 engine vs float32 actor (measured ~5e-7)
 
 pytestmark = [
@@ -201,8 +202,13 @@ def test_dapo_through_ray_job_submit_to_a_loopback_head(tmp_path, ray_tmp):
     logs = scalars(event_files(out)[0])
     check_steps(logs, [1])
     # DAPO's dynamic filtering (OpenRLHF's samples generator) drops all-equal groups and draws new
-    # prompts: every graded response is counted, the trained batch has only mixed groups
-    assert logs["train/reward/graded"][1] >= SAMPLES_PER_STEP
-    assert logs["train/rollout/groups_all_0"][1] == 0 and logs["train/rollout/groups_all_1"][1] == 0
+    # prompts: every graded response is counted; the rollout/* statistics cover every sampled group
+    # (SPEC.md 3, algorithm.adaptive_statistics=sampled), the trained (kept) batch is a full batch
+    # of mixed groups
+    sampled_groups = logs["train/rollout/num_groups"][1]
+    assert logs["train/reward/graded"][1] == sampled_groups * GROUP_SIZE >= SAMPLES_PER_STEP
+    assert logs["train/rollout/kept_num_groups"][1] == SAMPLES_PER_STEP // GROUP_SIZE
+    mixed = sampled_groups - logs["train/rollout/groups_all_0"][1] - logs["train/rollout/groups_all_1"][1]
+    assert mixed >= logs["train/rollout/kept_num_groups"][1]
     assert "train/dynamic_filtering_pass_rate" in logs
     assert logs["train/eps_high"][1] == pytest.approx(0.28) and logs["train/p"][1] == pytest.approx(1.0)
