@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import pytest
 import torch
@@ -23,10 +24,14 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def local_ray(tmp_path_factory):
     import ray
+    from ray import cloudpickle
 
     from apmpo_openrlhf.openrlhf_adapter import cpu_backend
 
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    # this module is not importable in the workers (OpenRLHF's wheel owns the top-level `tests`
+    # package there): ship the classes defined here (ScriptedRolloutEngine) by value
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
     # conftest.py set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before Ray was imported: with
     # 127.0.0.1 as node address every Ray socket stays on loopback; the workers get it too.
     assert not ray._private.ray_constants.ENABLE_RAY_CLUSTER
@@ -47,6 +52,7 @@ def local_ray(tmp_path_factory):
     )
     yield ray
     ray.shutdown()
+    cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
 
 
 def _prompt_file(path, n):
