@@ -26,6 +26,7 @@ SMALL = [
     "logging.tensorboard=false",
     "checkpoint.save_steps=1",
     "algorithm.kl_beta=0.001",  # default.yaml turns KL off; the small tests exercise the reference model
+    "train.lr_schedule=constant",  # default.yaml decays over max_steps; the resume tests change max_steps
 ]
 
 
