@@ -176,7 +176,11 @@ class CheckpointSection(Section):
 
 class EvalSection(Section):
     at_step0: bool = Field(False, description="evaluate before the first training step")
-    every_steps: int | None = Field(None, ge=1, description="evaluate every N steps (None = never)")
+    every_steps: int | None = Field(
+        None, ge=1,
+        description="evaluate every N steps (None = never); the local backend also evaluates at the last step when "
+        "eval is on and max_steps is not a multiple of N, so a run always ends with an eval figure",
+    )
     n_samples_per_prompt: int = Field(4, ge=1, description="samples per evaluation prompt")
     temperature: float = Field(0.6, gt=0, description="evaluation sampling temperature (SPEC.md 6)")
     top_p: float = Field(0.95, gt=0, le=1, description="evaluation nucleus sampling")

@@ -96,3 +96,85 @@ def _wandb_run_id(output_dir: Path) -> str:
     run_id = uuid.uuid4().hex[:12]
     path.write_text(run_id)
     return run_id
+
+
+# ----------------------------------------------------------------------------- end-of-run summary
+def moving_average(values: list[float], window: int) -> list[float]:
+    """Trailing mean over the last ``window`` values (shorter at the start)."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def reward_curve_stats(rewards: list[float], edge_fraction: float = 0.1, tail_fraction: float = 0.25,
+                       window: int = 20) -> dict:
+    """How a training-reward curve starts, ends and holds up (issue #9's targets).
+
+    first/last: mean over the first/last ``edge_fraction`` of steps (at least one step);
+    tail_min_smoothed: the lowest ``window``-step moving average within the last ``tail_fraction``
+    of steps (a late collapse shows up here even when the final mean looks fine).
+    """
+    n = len(rewards)
+    if n == 0:
+        raise ValueError("rewards: empty curve")
+    k = max(1, round(n * edge_fraction))
+    smooth = moving_average(rewards, window)
+    tail = smooth[n - max(1, round(n * tail_fraction)):]
+    return {
+        "steps": n,
+        "first": sum(rewards[:k]) / k,
+        "last": sum(rewards[-k:]) / k,
+        "edge_steps": k,
+        "tail_min_smoothed": min(tail),
+        "window": window,
+    }
+
+
+def run_summary(output_dir: Path, wall_s: float | None = None) -> dict:
+    """The numbers a person wants at the end of a run, from its metrics.jsonl and eval.jsonl."""
+    output_dir = Path(output_dir)
+    rows = read_metrics(output_dir / "metrics.jsonl")
+    evals = read_metrics(output_dir / "eval.jsonl") if (output_dir / "eval.jsonl").exists() else []
+    if not rows:
+        raise ValueError(f"{output_dir / 'metrics.jsonl'}: no training steps logged")
+    last = rows[-1]
+    out = {
+        "output_dir": str(output_dir),
+        "reward": reward_curve_stats([r["reward_mean"] for r in rows]),
+        "eval": [(e["step"], e["eval_reward_mean"]) for e in evals],
+        "p": last.get("p"),
+        "eps_high": last.get("eps_high"),
+        "entropy": last.get("entropy"),
+        "train_s": last.get("elapsed_s"),
+        "wall_s": wall_s,
+        "final_model": str(output_dir / "final_model") if (output_dir / "final_model").is_dir() else None,
+    }
+    return out
+
+
+def format_summary(s: dict) -> str:
+    r = s["reward"]
+    k = r["edge_steps"]
+    lines = [
+        f"summary of {r['steps']} steps",
+        f"  train reward    {r['first']:.3f} (first {k} steps) -> {r['last']:.3f} (last {k} steps); "
+        f"lowest {r['window']}-step mean in the last quarter {r['tail_min_smoothed']:.3f}",
+    ]
+    if s["eval"]:
+        (s0, e0), (s1, e1) = s["eval"][0], s["eval"][-1]
+        lines.append(f"  eval reward     {e0:.3f} at step {s0} -> {e1:.3f} at step {s1}")
+    if s["p"] is not None:
+        lines.append(f"  at the end      p {s['p']:.3f}, eps_high {s['eps_high']:.3f}, token entropy {s['entropy']:.3f}")
+    t = f"  time            training {s['train_s']:.0f} s"
+    if s["wall_s"] is not None:
+        t += f", wall {s['wall_s']:.0f} s (with start-up and evaluation)"
+    lines.append(t)
+    d = s["output_dir"]
+    lines.append(f"  outputs         {d}/metrics.jsonl, eval.jsonl, summary.json, checkpoints/"
+                 + (", final_model/" if s["final_model"] else "")
+                 + (", tensorboard/" if Path(d, "tensorboard").is_dir() else ""))
+    return "\n".join(lines)

@@ -10,6 +10,7 @@ comes from :mod:`apmpo_openrlhf.algorithms`; this module only moves tensors arou
 from __future__ import annotations
 
 import copy
+import json
 import math
 import sys
 import time
@@ -23,7 +24,7 @@ from ..config import TRAIN_CONFIG_FILE, TrainConfig, save_config
 from ..rewards.registry import get_reward_spec
 from .checkpoint import list_checkpoints, load_latest, rng_state, save_checkpoint, set_rng_state
 from .data import SetupError, build_eval_prompts, build_prompt_source, render_prompt
-from .metrics import MetricsLogger
+from .metrics import MetricsLogger, format_summary, run_summary
 from .rollout import Rollout, generate, token_log_probs
 
 # Prompts per generate() call: bounds the KV cache of a real model on one GPU.
@@ -417,6 +418,7 @@ class Trainer:
         try:
             if self.eval_enabled and cfg.eval.at_step0 and self.step == 0:
                 logger.log(self.evaluate(), kind="eval")
+            start_step = self.step
             while self.step < cfg.max_steps:
                 row = self.train_step()
                 logger.log(row)
@@ -428,6 +430,9 @@ class Trainer:
                     bar.update(1)
                 if self.step % cfg.checkpoint.save_steps == 0 or self.step == cfg.max_steps:
                     self.save()
+            ends_off_schedule = not cfg.eval.every_steps or cfg.max_steps % cfg.eval.every_steps
+            if self.eval_enabled and self.step > start_step and ends_off_schedule:
+                logger.log(self.evaluate(), kind="eval")  # the end-of-run figure is always measured
         finally:
             if bar is not None:
                 bar.close()
@@ -456,6 +461,7 @@ def _concat(parts: list[Rollout], tokenizer) -> Rollout:
 
 def run(cfg: TrainConfig) -> int:
     """Train with the local backend; returns the process exit code (2 for a setup error)."""
+    t0 = time.perf_counter()
     try:
         trainer = Trainer(cfg)
     except SetupError as e:
@@ -465,4 +471,8 @@ def run(cfg: TrainConfig) -> int:
     final = list_checkpoints(trainer.output_dir)
     print(f"done: {trainer.step} steps, metrics in {trainer.output_dir / 'metrics.jsonl'}"
           + (f", checkpoint {final[-1][1]}" if final else ""), file=sys.stderr)
+    if trainer.step > 0:
+        summary = run_summary(trainer.output_dir, wall_s=time.perf_counter() - t0)
+        (trainer.output_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        print(format_summary(summary), file=sys.stderr)
     return 0
