@@ -14,6 +14,8 @@ holds. Finished runs are reused (rerun with --fresh to redo them).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -39,13 +41,17 @@ def run_seed(seed: int, out: Path, overrides: list[str], env: dict, fresh: bool)
     if not done.exists():
         args = [sys.executable, "-m", "apmpo_openrlhf.train", "--set", f"seed={seed}", "--set", f"output_dir={d}",
                 "--set", "local.progress_bar=false", *[a for o in overrides for a in ("--set", o)]]
-        t0, r0 = time.perf_counter(), os.times()
-        proc = subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
-        r1 = os.times()
-        if proc.returncode != 0:
-            raise SystemExit(f"seed {seed} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-        timing = {"wall_s": time.perf_counter() - t0,
-                  "cpu_s": (r1.children_user - r0.children_user) + (r1.children_system - r0.children_system)}
+        d.mkdir(parents=True, exist_ok=True)
+        log = d / "train.log"
+        t0 = time.perf_counter()
+        with log.open("w") as f:
+            proc = subprocess.Popen(args, cwd=REPO_ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
+            # wait4: this child's own CPU time (os.times() would mix in the other workers' children)
+            _, status, usage = os.wait4(proc.pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            raise SystemExit(f"seed {seed} failed ({code}):\n{log.read_text()[-3000:]}")
+        timing = {"wall_s": time.perf_counter() - t0, "cpu_s": usage.ru_utime + usage.ru_stime}
         (d / "timing.json").write_text(json.dumps(timing))
     timing = json.loads((d / "timing.json").read_text())
     rows = read_metrics(d / "metrics.jsonl")
@@ -62,8 +68,9 @@ def wrong_at_end(out: Path, seed: int) -> str:
     from apmpo_openrlhf.local.trainer import Trainer
 
     cfg = load_config(d / "train_config.yaml", [f"output_dir={d}", "checkpoint.resume=true"])
-    trainer = Trainer(cfg)
-    trainer.maybe_resume()
+    with contextlib.redirect_stderr(io.StringIO()):  # loading bars and the "already complete" note
+        trainer = Trainer(cfg)
+        trainer.maybe_resume()
     import torch
 
     from apmpo_openrlhf.local.data import render_prompt
