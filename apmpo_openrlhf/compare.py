@@ -292,6 +292,7 @@ def plot(by_method: dict[str, list[list[dict]]], out_dir: Path, window: int, tit
 
 
 def _fmt(values: list[float], digits: int = 3) -> str:
+    values = [v for v in values if not math.isnan(v)]  # e.g. a run whose every step was filtered out
     if not values:
         return "n/a"
     if len(values) == 1:
