@@ -31,7 +31,7 @@ test: setup
 compare: setup
 	$(VENV)/bin/python -m apmpo_openrlhf.compare
 
-compare-testbed: setup  # the testbed (docs/local.md): 6 methods x 5 seeds
+compare-testbed: setup  # the testbed (docs/local.md): 6 methods x 6 seeds
 	$(VENV)/bin/python -m apmpo_openrlhf.compare --preset testbed --ablations
 
 bench: setup

@@ -467,16 +467,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m apmpo_openrlhf.compare",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Train GRPO, DAPO, GMPO and APMPO (and, with --ablations, GRPO+FAC and GRPO+PMPO) on a local "
-        "task, several seeds in parallel, and write figure1.png (training reward, token entropy, p, eps_high, clip "
-        "fractions, time per step; mean and 95%% band over seeds), adaptive.png, heldout.png (held-out Pass@k, "
-        "when the runs evaluate held-out problems), summary.md (mean ± std per method, paired significance per "
-        "pair of methods) and results.json.",
+        description="Train GRPO, DAPO, GMPO and APMPO (and, with --ablations, GRPO+FAC and GRPO+PMPO) on a local\n"
+        "task, several seeds in parallel (each run: python -m apmpo_openrlhf.train), and write into the output\n"
+        "directory: figure1.png (training reward, token entropy, p, eps_high, clip fractions, time per step;\n"
+        "mean and 95% t-band over seeds), adaptive.png (p, eps_high), heldout.png (held-out Pass@k, when the\n"
+        "runs evaluate held-out problems), summary.md (mean ± std per method, paired significance per pair:\n"
+        "bootstrap CI over seeds and the exact sign-flip test) and results.json (every per-seed number).\n"
+        "Finished runs are skipped, so an interrupted comparison resumes.",
         epilog="presets:\n"
         "  toy      configs/local/compare.yaml: the embedded default task (single-digit addition); every method\n"
         "           reaches ~0.9 and the methods are hard to tell apart\n"
         "  testbed  configs/local/compare_testbed.yaml on configs/local/testbed.yaml: two-digit addition graded\n"
-        "           exactly, 20%% of the problems held out, supervised warm start to 0.25, 400 steps, 5 seeds\n"
+        "           exactly, 20% of the problems held out, supervised warm start to 0.25, 400 steps, 6 seeds\n"
         "           (docs/local.md, 'A testbed where the methods differ')\n\n"
         "examples:\n"
         "  python -m apmpo_openrlhf.compare --preset testbed --ablations\n"
