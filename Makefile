@@ -8,7 +8,7 @@ export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/apmpo_openrlhf/torch_extensions
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test compare bench clean
+.PHONY: setup demo test compare compare-testbed bench clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,9 @@ test: setup
 
 compare: setup
 	$(VENV)/bin/python -m apmpo_openrlhf.compare
+
+compare-testbed: setup  # the testbed (docs/local.md): 6 methods x 6 seeds
+	$(VENV)/bin/python -m apmpo_openrlhf.compare --preset testbed --ablations
 
 bench: setup
 	$(VENV)/bin/python benchmarks/loss_overhead.py

@@ -1,20 +1,35 @@
 """``python -m apmpo_openrlhf.compare``: GRPO, DAPO, GMPO and APMPO on the same local task.
 
-Runs every (method, seed) of a compare config (default configs/local/compare.yaml) as its own
-``python -m apmpo_openrlhf.train`` process, several at a time, then draws the panels of the paper's
-Figure 1 (training reward, policy entropy, wall-clock training time per method), p and eps_high
-over training, and writes a Markdown summary. Runs resume: an interrupted comparison continues
-where it stopped, and finished runs are not repeated (``--plots-only`` just redraws).
+Runs every (method, seed) of a compare config as its own ``python -m apmpo_openrlhf.train``
+process, several at a time, then draws the panels of the paper's Figure 1 and writes a Markdown
+summary. Two presets: ``--preset toy`` (configs/local/compare.yaml on the embedded default task,
+where every method reaches ~0.9) and ``--preset testbed`` (configs/local/compare_testbed.yaml on
+configs/local/testbed.yaml: two-digit addition graded exactly, a warm start, held-out problems).
+``--ablations`` adds Table 6's GRPO+FAC and GRPO+PMPO. Outputs in the output directory:
+
+* ``figure1.png``: training reward, token entropy, p, eps_high, clip fractions (mean and 95%
+  t-band over seeds) and seconds per step; ``adaptive.png``: p and eps_high alone;
+* ``heldout.png``: held-out Pass@k (k = 1..16) at the end and held-out Pass@1 over training
+  (runs with ``local.heldout_eval``);
+* ``summary.md``: mean ± std per method and a paired significance statement per pair of methods
+  (paired bootstrap CI over seeds and the exact sign-flip test, apmpo_openrlhf/stats.py);
+* ``results.json``: every per-seed number behind the summary.
+
+Runs resume: an interrupted comparison continues where it stopped, and finished runs are not
+repeated (``--plots-only`` just redraws).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import json
 import math
 import os
 import statistics
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,7 +40,12 @@ from .config import ConfigError, load_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_COMPARE = REPO_ROOT / "configs" / "local" / "compare.yaml"
-COLORS = {"grpo": "tab:blue", "dapo": "tab:orange", "gmpo": "tab:green", "apmpo": "tab:red"}
+PRESETS = {
+    "toy": DEFAULT_COMPARE,
+    "testbed": REPO_ROOT / "configs" / "local" / "compare_testbed.yaml",
+}
+COLORS = {"grpo": "tab:blue", "dapo": "tab:orange", "gmpo": "tab:green", "apmpo": "tab:red",
+          "grpo_fac": "tab:purple", "grpo_pmpo": "tab:brown"}
 
 
 class CompareConfig(BaseModel):
@@ -36,6 +56,10 @@ class CompareConfig(BaseModel):
     seeds: list[int] = Field([0, 1, 2], min_length=1)
     workers: int | None = Field(None, ge=1, description="runs at a time (None = number of CPU cores)")
     methods: dict[str, dict] = Field(..., min_length=1, description="method name -> config overrides (nested mapping)")
+    ablations: dict[str, dict] = Field(
+        default_factory=dict, description="extra methods run with --ablations (e.g. Table 6's grpo_fac, grpo_pmpo)"
+    )
+    title: str = Field("Local arithmetic task", description="title of the figures")
     set: list[str] = Field(default_factory=list, description="extra key=value overrides for every run")
     smooth: int = Field(10, ge=1, description="moving-average window (steps) of the plotted curves")
 
@@ -64,6 +88,10 @@ def flatten(overrides: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def all_methods(cc: CompareConfig) -> dict[str, dict]:
+    return {**cc.methods, **cc.ablations}
+
+
 def plan_runs(cc: CompareConfig, compare_path: Path, methods: list[str], seeds: list[int], extra: list[str]):
     base = (compare_path.parent / cc.base).resolve()
     runs = []
@@ -72,7 +100,7 @@ def plan_runs(cc: CompareConfig, compare_path: Path, methods: list[str], seeds: 
     for seed in seeds:
         for method in methods:
             out = Path(cc.output_dir) / method / f"seed_{seed}"
-            sets = [*flatten(cc.methods[method]), *cc.set, *extra, f"seed={seed}", f"output_dir={out}",
+            sets = [*flatten(all_methods(cc)[method]), *cc.set, *extra, f"seed={seed}", f"output_dir={out}",
                     "local.num_threads=1", "local.progress_bar=false", f"name={method}-seed{seed}"]
             cfg = load_config(base, sets)  # validate every run before starting any
             runs.append({"method": method, "seed": seed, "out": out, "base": base, "sets": sets,
@@ -134,67 +162,97 @@ def _smooth(values: list[float], window: int) -> list[float]:
 
 
 def _mean_curve(runs: list[list[dict]], key: str, window: int) -> tuple[list[int], list[float], list[float]]:
+    """Steps, mean over seeds of the smoothed curve, and the half-width of its 95% t-interval."""
     import numpy as np
+
+    from .stats import t975
 
     n = min(len(r) for r in runs)
     curves = np.array([_smooth([row.get(key, math.nan) for row in r[:n]], window) for r in runs])
-    with np.errstate(all="ignore"):
-        import warnings
+    import warnings
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            mean = np.nanmean(curves, axis=0)
-            std = np.nanstd(curves, axis=0)
-    return list(range(1, n + 1)), mean.tolist(), std.tolist()
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(curves, axis=0)
+        count = (~np.isnan(curves)).sum(axis=0)
+        sd = np.nanstd(curves, axis=0, ddof=1) if len(runs) > 1 else np.zeros(n)
+        half = np.array([t975(int(c) - 1) * s / math.sqrt(c) if c > 1 else 0.0 for c, s in zip(count, sd)])
+    return list(range(1, n + 1)), mean.tolist(), np.nan_to_num(half).tolist()
+
+
+def collect_runs(runs: list[dict]) -> dict[str, list[dict]]:
+    """method -> [{"seed", "rows" (metrics.jsonl), "heldout" (heldout.json or None), "heldout_curve"
+    (heldout.jsonl rows), "warmstart" (warmstart/info.json or None)}] for the runs that have metrics."""
+    out: dict[str, list[dict]] = {}
+    for run in runs:
+        rows = _read(run["out"] / "metrics.jsonl")
+        if not rows:
+            continue
+        final = run["out"] / "heldout.json"
+        ws = run["out"] / "warmstart" / "info.json"
+        out.setdefault(run["method"], []).append({
+            "seed": run["seed"],
+            "rows": rows,
+            "heldout": json.loads(final.read_text()) if final.is_file() else None,
+            "heldout_curve": _read(run["out"] / "heldout.jsonl"),
+            "warmstart": json.loads(ws.read_text()) if ws.is_file() else None,
+        })
+    return out
 
 
 def collect(runs: list[dict]) -> dict[str, list[list[dict]]]:
-    by_method: dict[str, list[list[dict]]] = {}
-    for run in runs:
-        rows = _read(run["out"] / "metrics.jsonl")
-        if rows:
-            by_method.setdefault(run["method"], []).append(rows)
-    return by_method
+    return {m: [r["rows"] for r in rs] for m, rs in collect_runs(runs).items()}
 
 
-def plot(by_method: dict[str, list[list[dict]]], out_dir: Path, window: int) -> list[Path]:
+def _band(ax, x, m, h, color, label=None, style="-"):
+    ax.plot(x, m, style, label=label, color=color)
+    ax.fill_between(x, [a - b for a, b in zip(m, h)], [a + b for a, b in zip(m, h)], color=color, alpha=0.15)
+
+
+def plot(by_method: dict[str, list[list[dict]]], out_dir: Path, window: int, title: str = "Local arithmetic task",
+         details: dict[str, list[dict]] | None = None) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .stats import t_interval
+
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, axes = plt.subplots(2, 3, figsize=(16, 8.5))
+    ax = axes.ravel()
     for method, runs in by_method.items():
         color = COLORS.get(method)
-        for ax, key in ((axes[0], "reward_mean"), (axes[1], "entropy")):
-            x, m, s = _mean_curve(runs, key, window)
-            ax.plot(x, m, label=method, color=color)
-            ax.fill_between(x, [a - b for a, b in zip(m, s)], [a + b for a, b in zip(m, s)], color=color, alpha=0.15)
-    times = {m: [r[-1]["elapsed_s"] / 60 for r in runs] for m, runs in by_method.items()}
-    names = list(times)
-    axes[2].bar(names, [statistics.fmean(times[m]) for m in names],
-                yerr=[statistics.pstdev(times[m]) if len(times[m]) > 1 else 0 for m in names],
-                color=[COLORS.get(m, "gray") for m in names], capsize=4)
-    axes[0].set(title="(a) training reward", xlabel="step", ylabel="mean reward")
-    axes[1].set(title="(b) policy entropy", xlabel="step", ylabel="mean token entropy (nats)")
-    axes[2].set(title="(c) training time", ylabel="wall-clock minutes (whole run)")
-    axes[0].legend()
-    fig.suptitle("Local arithmetic task: mean over seeds, shaded = std", fontsize=10)
+        for a, key in ((ax[0], "reward_mean"), (ax[1], "entropy"), (ax[2], "p"), (ax[3], "eps_high")):
+            _band(a, *_mean_curve(runs, key, window), color, label=method)
+        _band(ax[4], *_mean_curve(runs, "clip_frac_high", window), color, label=f"{method} high")
+        _band(ax[4], *_mean_curve(runs, "clip_frac_low", window), color, style="--")
+    names = list(by_method)
+    per_step = {m: t_interval([statistics.fmean(r["step_time_s"] for r in run) for run in by_method[m]]) for m in names}
+    ax[5].bar(names, [per_step[m][0] for m in names], yerr=[per_step[m][1] for m in names],
+              color=[COLORS.get(m, "gray") for m in names], capsize=4)
+    ax[0].set(title="(a) training reward", xlabel="step", ylabel="mean reward of the sampled batch")
+    ax[1].set(title="(b) token entropy", xlabel="step", ylabel="mean token entropy (nats)")
+    ax[2].set(title="(c) power-mean exponent p", xlabel="step", ylabel="p (GRPO/DAPO 1, GMPO 0)")
+    ax[3].set(title="(d) upper clip bound eps_high", xlabel="step", ylabel="eps_high (GMPO: e^0.4 - 1, its log clip)")
+    ax[4].set(title="(e) clip fractions (solid: upper, dashed: lower)", xlabel="step", ylabel="fraction of tokens")
+    ax[5].set(title="(f) time per step", ylabel="wall-clock s per step (whole step)")
+    ax[5].tick_params(axis="x", rotation=30)
+    ax[0].legend(fontsize=8)
+    n_seeds = sorted({len(r) for r in by_method.values()})
+    fig.suptitle(f"{title}: mean over {'/'.join(map(str, n_seeds))} seeds, shaded = 95% t-interval over seeds "
+                 f"(curves: {window}-step moving average)", fontsize=10)
     fig.tight_layout()
     path = out_dir / "figure1.png"
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     written.append(path)
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for method, runs in by_method.items():
-        for ax, key in ((axes[0], "p"), (axes[1], "eps_high")):
-            x, m, s = _mean_curve(runs, key, window)
-            ax.plot(x, m, label=method, color=COLORS.get(method))
-            ax.fill_between(x, [a - b for a, b in zip(m, s)], [a + b for a, b in zip(m, s)],
-                            color=COLORS.get(method), alpha=0.15)
+        for a, key in ((axes[0], "p"), (axes[1], "eps_high")):
+            _band(a, *_mean_curve(runs, key, window), COLORS.get(method), label=method)
     axes[0].set(title="power-mean exponent p", xlabel="step", ylabel="p (GRPO/DAPO 1, GMPO 0)")
     axes[1].set(title="upper clip bound eps_high", xlabel="step", ylabel="eps_high")
     axes[0].legend()
@@ -203,10 +261,38 @@ def plot(by_method: dict[str, list[list[dict]]], out_dir: Path, window: int) -> 
     fig.savefig(path, dpi=110)
     plt.close(fig)
     written.append(path)
+
+    held = {m: [r for r in rs if r["heldout"] is not None] for m, rs in (details or {}).items()}
+    held = {m: rs for m, rs in held.items() if rs}
+    if held:
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+        for method, rs in held.items():
+            color = COLORS.get(method)
+            n = min(r["heldout"]["n_samples"] for r in rs)
+            ks = list(range(1, n + 1))
+            stats_k = [t_interval([r["heldout"]["pass_at_k"][str(k)] for r in rs]) for k in ks]
+            _band(axes[0], ks, [m for m, _ in stats_k], [h for _, h in stats_k], color, label=method)
+            curves = [r["heldout_curve"] for r in rs if r["heldout_curve"]]
+            if curves:
+                steps = sorted(set.intersection(*[{row["step"] for row in c} for c in curves]))
+                st = [t_interval([next(row["pass@1"] for row in c if row["step"] == s) for c in curves]) for s in steps]
+                _band(axes[1], steps, [m for m, _ in st], [h for _, h in st], color, label=method, style="o-")
+        axes[0].set_xscale("log", base=2)
+        axes[0].set(title="(a) held-out Pass@k at the end of training", xlabel="k (samples per problem)",
+                    ylabel="unbiased Pass@k")
+        axes[1].set(title="(b) held-out Pass@1 during training", xlabel="step", ylabel="Pass@1")
+        axes[0].legend(fontsize=8)
+        fig.suptitle(f"{title}: problems never trained on; mean over seeds, shaded = 95% t-interval", fontsize=10)
+        fig.tight_layout()
+        path = out_dir / "heldout.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
     return written
 
 
 def _fmt(values: list[float], digits: int = 3) -> str:
+    values = [v for v in values if not math.isnan(v)]  # e.g. a run whose every step was filtered out
     if not values:
         return "n/a"
     if len(values) == 1:
@@ -238,53 +324,232 @@ def summary(by_method: dict[str, list[list[dict]]], window: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ----------------------------------------------------------------------- per-seed scalars, pairs
+def _last(rows: list[dict], key: str, n: int = 50) -> float:
+    vals = [r[key] for r in rows[-n:] if key in r and not math.isnan(r[key])]
+    return statistics.fmean(vals) if vals else math.nan
+
+
+def run_scalars(run: dict) -> dict[str, float]:
+    """The numbers of one (method, seed) that the summary compares."""
+    rows = run["rows"]
+    out = {
+        "train_reward_last50": _last(rows, "reward_mean"),
+        "entropy_last50": _last(rows, "entropy"),
+        "entropy_min": min((r["entropy"] for r in rows if "entropy" in r), default=math.nan),
+        "clip_frac_high_mean": _last(rows, "clip_frac_high", len(rows)),
+        "clip_frac_low_mean": _last(rows, "clip_frac_low", len(rows)),
+        "s_per_step": statistics.fmean(r["step_time_s"] for r in rows),
+        "train_minutes": rows[-1]["elapsed_s"] / 60,
+        "steps": rows[-1]["step"],
+    }
+    if run["warmstart"] is not None:
+        out["warmstart_accuracy"] = run["warmstart"]["accuracy"]
+        out["warmstart_steps"] = run["warmstart"]["steps"]
+        out["warmstart_s"] = run["warmstart"]["seconds"]
+    h = run["heldout"]
+    if h is not None:
+        out["heldout_pass@1"] = h["pass_at_k"]["1"]
+        n = h["n_samples"]
+        for k in (4, n):
+            if str(k) in h["pass_at_k"]:
+                out[f"heldout_pass@{k}"] = h["pass_at_k"][str(k)]
+    return out
+
+
+SIGNIFICANCE = 0.05
+PAIR_METRICS = [("heldout_pass@1", "held-out Pass@1"), ("heldout_pass@16", "held-out Pass@16"),
+                ("entropy_last50", "entropy, last 50 steps"), ("train_reward_last50", "training reward, last 50 steps")]
+
+
+def analyse(details: dict[str, list[dict]]) -> dict:
+    """Per-seed scalars of every run and the paired comparison of every pair of methods (common seeds)."""
+    from .stats import compare_pair, t_interval
+
+    per_run = {m: {r["seed"]: run_scalars(r) for r in rs} for m, rs in details.items()}
+    methods = {}
+    for m, by_seed in per_run.items():
+        keys = sorted({k for v in by_seed.values() for k in v})
+        methods[m] = {"seeds": sorted(by_seed), "per_seed": by_seed, "mean": {}, "std": {}, "ci95": {}}
+        for k in keys:
+            vals = [v[k] for v in by_seed.values() if k in v and not math.isnan(v[k])]
+            if vals:
+                methods[m]["mean"][k] = statistics.fmean(vals)
+                methods[m]["std"][k] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+                methods[m]["ci95"][k] = t_interval(vals)[1]
+    pairs = []
+    for a, b in itertools.combinations(list(per_run), 2):
+        seeds = sorted(set(per_run[a]) & set(per_run[b]))
+        entry = {"a": a, "b": b, "seeds": seeds}
+        for key, _ in PAIR_METRICS:
+            va = [per_run[a][s].get(key, math.nan) for s in seeds]
+            vb = [per_run[b][s].get(key, math.nan) for s in seeds]
+            ok = [i for i in range(len(seeds)) if not (math.isnan(va[i]) or math.isnan(vb[i]))]
+            if ok:
+                entry[key] = compare_pair([va[i] for i in ok], [vb[i] for i in ok])
+        pairs.append(entry)
+    return {"methods": methods, "pairs": pairs}
+
+
+def _ms(m: dict, key: str, digits: int = 3) -> str:
+    if key not in m["mean"]:
+        return "n/a"
+    return f"{m['mean'][key]:.{digits}f} ± {m['std'][key]:.{digits}f}"
+
+
+def statement(entry: dict, key: str) -> str:
+    """One sentence on a pair for one metric: which is higher and whether the data can tell."""
+    c = entry.get(key)
+    if c is None:
+        return "n/a"
+    a, b = entry["a"], entry["b"]
+    ci_excludes_0 = c["ci_low"] > 0 or c["ci_high"] < 0
+    direction = f"{a} > {b}" if c["mean_diff"] > 0 else f"{b} > {a}"
+    wins = f"{a} higher in {c['wins']}/{c['n']} seeds"
+    tail = f"({wins}; bootstrap 95% CI [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}], sign-flip p = {c['p_sign_flip']:.3f})"
+    # The exact test decides; the bootstrap CI of a handful of seeds is too narrow to decide alone.
+    if c["p_sign_flip"] < SIGNIFICANCE and ci_excludes_0:
+        return f"**{direction}** (significant: p < {SIGNIFICANCE}) {tail}"
+    if ci_excludes_0:
+        return f"{direction} only suggestively (CI excludes 0 but p >= {SIGNIFICANCE}) {tail}"
+    return f"not distinguishable {tail}"
+
+
+def summary_testbed(analysis: dict) -> str:
+    """Markdown: mean ± std per method over seeds, and the paired comparisons."""
+    from .stats import min_sign_flip_p
+
+    ms = analysis["methods"]
+    held = any("heldout_pass@1" in m["mean"] for m in ms.values())
+    lines = ["", "## Per method (mean ± sample std over seeds)", ""]
+    cols = [("train_reward_last50", "train reward, last 50"), ("entropy_last50", "entropy, last 50"),
+            ("entropy_min", "min entropy"), ("clip_frac_high_mean", "clip frac high"),
+            ("clip_frac_low_mean", "clip frac low"), ("s_per_step", "s / step")]
+    if held:
+        cols = [("heldout_pass@1", "held-out Pass@1"), ("heldout_pass@4", "Pass@4"),
+                ("heldout_pass@16", "Pass@16"), *cols]
+    if any("warmstart_accuracy" in m["mean"] for m in ms.values()):
+        cols.append(("warmstart_accuracy", "warm-start acc."))
+    lines.append("| method | seeds | " + " | ".join(c for _, c in cols) + " |")
+    lines.append("| --- | --- |" + " --- |" * len(cols))
+    for name, m in ms.items():
+        lines.append(f"| {name} | {len(m['seeds'])} | " + " | ".join(_ms(m, k) for k, _ in cols) + " |")
+    if not analysis["pairs"]:
+        return "\n".join(lines) + "\n"
+    n_common = min(len(p["seeds"]) for p in analysis["pairs"])
+    lines += ["", "## Paired comparisons (same seeds: same base model, warm start and split)", "",
+              "Difference a - b of the per-seed values; 95% CI: percentile bootstrap over seeds (10,000 resamples); "
+              f"p: exact two-sided sign-flip test (with {n_common} seeds its smallest possible value is "
+              f"{min_sign_flip_p(n_common):.4f}). A pair is called significantly different when p < {SIGNIFICANCE} "
+              "(and the CI excludes 0); a CI that excludes 0 with a larger p is reported as suggestive only "
+              "(a percentile bootstrap over a handful of seeds is too narrow).", ""]
+    keys = [(k, t) for k, t in PAIR_METRICS if any(k in p for p in analysis["pairs"])]
+    lines.append("| a | b | " + " | ".join(f"{t}: a - b [95% CI], p" for _, t in keys) + " |")
+    lines.append("| --- | --- |" + " --- |" * len(keys))
+    for p in analysis["pairs"]:
+        cells = []
+        for k, _ in keys:
+            c = p.get(k)
+            cells.append("n/a" if c is None else
+                         f"{c['mean_diff']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}], {c['p_sign_flip']:.3f}")
+        lines.append(f"| {p['a']} | {p['b']} | " + " | ".join(cells) + " |")
+    main_key = "heldout_pass@1" if held else "train_reward_last50"
+    lines += ["", f"Statements ({dict(PAIR_METRICS)[main_key]}):", ""]
+    for p in analysis["pairs"]:
+        lines.append(f"- {p['a']} vs {p['b']}: {statement(p, main_key)}")
+    lines += ["", "Statements (entropy, last 50 steps):", ""]
+    for p in analysis["pairs"]:
+        lines.append(f"- {p['a']} vs {p['b']}: {statement(p, 'entropy_last50')}")
+    return "\n".join(lines) + "\n"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m apmpo_openrlhf.compare",
-        description="Train GRPO, DAPO, GMPO and APMPO on the local task (several seeds, in parallel) and plot "
-        "the paper's Figure 1 panels, p and eps_high over training, plus a Markdown summary.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train GRPO, DAPO, GMPO and APMPO (and, with --ablations, GRPO+FAC and GRPO+PMPO) on a local\n"
+        "task, several seeds in parallel (each run: python -m apmpo_openrlhf.train), and write into the output\n"
+        "directory: figure1.png (training reward, token entropy, p, eps_high, clip fractions, time per step;\n"
+        "mean and 95% t-band over seeds), adaptive.png (p, eps_high), heldout.png (held-out Pass@k, when the\n"
+        "runs evaluate held-out problems), summary.md (mean ± std per method, paired significance per pair:\n"
+        "bootstrap CI over seeds and the exact sign-flip test) and results.json (every per-seed number).\n"
+        "Finished runs are skipped, so an interrupted comparison resumes.",
+        epilog="presets:\n"
+        "  toy      configs/local/compare.yaml: the embedded default task (single-digit addition); every method\n"
+        "           reaches ~0.9 and the methods are hard to tell apart\n"
+        "  testbed  configs/local/compare_testbed.yaml on configs/local/testbed.yaml: two-digit addition graded\n"
+        "           exactly, 20% of the problems held out, supervised warm start to 0.25, 400 steps, 6 seeds\n"
+        "           (docs/local.md, 'A testbed where the methods differ')\n\n"
+        "examples:\n"
+        "  python -m apmpo_openrlhf.compare --preset testbed --ablations\n"
+        "  python -m apmpo_openrlhf.compare --preset testbed --seeds 0 1 --set max_steps=50 --output-dir /tmp/tb\n"
+        "  python -m apmpo_openrlhf.compare --preset testbed --plots-only   # redraw from finished runs",
     )
-    p.add_argument("--config", type=Path, default=DEFAULT_COMPARE,
-                   help=f"compare config (default: {DEFAULT_COMPARE.relative_to(REPO_ROOT)})")
-    p.add_argument("--methods", nargs="+", default=None, help="subset of the config's methods (default: all)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="named compare config (default: toy, unless --config is given)")
+    p.add_argument("--config", type=Path, default=None,
+                   help=f"compare config file; overrides --preset (default: {DEFAULT_COMPARE.relative_to(REPO_ROOT)})")
+    p.add_argument("--ablations", action="store_true",
+                   help="also run the config's ablations (testbed: grpo_fac = APMPO with p fixed at 1, i.e. GRPO + "
+                   "adaptive eps_high; grpo_pmpo = APMPO with eps_high fixed at 0.2, i.e. GRPO + adaptive p; the "
+                   "keys of configs/ablations/table6_components)")
+    p.add_argument("--methods", nargs="+", default=None,
+                   help="subset of the config's methods and ablations (default: all methods, plus the ablations "
+                   "with --ablations)")
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds (default: the config's)")
-    p.add_argument("--workers", type=int, default=None, help="runs at a time (default: config, else CPU cores)")
-    p.add_argument("--output-dir", default=None, help="where runs, plots and summary go (default: the config's)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="training processes at a time, one thread each (default: config, else CPU cores)")
+    p.add_argument("--output-dir", default=None,
+                   help="where runs (<dir>/<method>/seed_<s>), plots, summary.md and results.json go "
+                   "(default: the config's)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="training-config override for every run, repeatable (e.g. --set max_steps=300)")
+                   help="training-config override for every run, repeatable (e.g. --set max_steps=300); shared by "
+                   "all methods, so it cannot tune one method alone")
     p.add_argument("--plots-only", action="store_true", help="do not train; redraw from existing runs")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    config_path = args.config or PRESETS[args.preset or "toy"]
     try:
-        cc = load_compare_config(args.config)
+        cc = load_compare_config(config_path)
         if args.output_dir is not None:
             cc.output_dir = args.output_dir
-        methods = args.methods or list(cc.methods)
-        unknown = [m for m in methods if m not in cc.methods]
+        table = all_methods(cc)
+        methods = args.methods or [*cc.methods, *(cc.ablations if args.ablations else [])]
+        unknown = [m for m in methods if m not in table]
         if unknown:
-            raise ConfigError(f"--methods: {unknown} not in the compare config (known: {list(cc.methods)})")
+            raise ConfigError(f"--methods: {unknown} not in the compare config (known: {list(table)})")
+        if args.ablations and not cc.ablations:
+            raise ConfigError(f"--ablations: {config_path} defines no ablations")
         if args.workers is not None and args.workers < 1:
             raise ConfigError(f"--workers={args.workers}: must be >= 1")
-        runs = plan_runs(cc, args.config, methods, args.seeds or cc.seeds, args.overrides)
+        runs = plan_runs(cc, config_path, methods, args.seeds or cc.seeds, args.overrides)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     failures = []
+    t0 = time.perf_counter()
+    workers = args.workers or cc.workers or os.cpu_count() or 1
     if not args.plots_only:
-        workers = args.workers or cc.workers or os.cpu_count() or 1
         failures = execute(runs, workers)
-    by_method = collect(runs)
+    wall_s = time.perf_counter() - t0
+    details = collect_runs(runs)
+    by_method = {m: [r["rows"] for r in rs] for m, rs in details.items()}
     if not by_method:
         print("error: no finished runs to plot", file=sys.stderr)
         return 1
     out_dir = Path(cc.output_dir)
-    written = plot(by_method, out_dir, cc.smooth)
-    text = summary(by_method, cc.smooth)
+    written = plot(by_method, out_dir, cc.smooth, cc.title, details)
+    analysis = analyse(details)
+    text = summary(by_method, cc.smooth) + summary_testbed(analysis)
     (out_dir / "summary.md").write_text(text)
-    written.append(out_dir / "summary.md")
+    results = {"config": str(config_path), "methods_run": methods, "seeds": args.seeds or cc.seeds,
+               "workers": workers, "cpu_count": os.cpu_count(), "this_invocation_wall_s": wall_s,
+               "plots_only": args.plots_only, "overrides": args.overrides, **analysis}
+    (out_dir / "results.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
+    written += [out_dir / "summary.md", out_dir / "results.json"]
     print(text)
     print("wrote: " + ", ".join(str(p) for p in written))
     for f in failures:

@@ -144,7 +144,7 @@ class DataSection(Section):
 
 
 class RewardSection(Section):
-    task: str = Field("math", description="reward registered under this name (math, sql, choice, arithmetic)")
+    task: str = Field("math", description="reward registered under this name (math, sql, choice, arithmetic, arithmetic_exact)")
     timeout_s: float = Field(
         10.0, gt=0, description="openrlhf backend: per-answer time limit of math-verify in the vLLM engines' "
         "reward_func (a timeout scores 0 and counts in reward/timeouts); the local backend grades with 5 s"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..config import TrainConfig
 from ..data.sources import DataFormatError, read_jsonl
-from ..tasks import ArithmeticTask, arithmetic_problems
+from ..tasks import ArithmeticTask, arithmetic_problems, as_records, split_problems
 
 
 class SetupError(ValueError):
@@ -79,21 +79,30 @@ def _as_label(value, task: str) -> dict:
     return {"task": task, "answer": str(value)}
 
 
+def task_splits(cfg: TrainConfig) -> dict[str, list[tuple[str, str]]]:
+    """The synthetic task's problems split into ``train``, ``heldout`` and ``warmstart`` (local.task)."""
+    t = cfg.local.task
+    problems = arithmetic_problems(t.min_operand, t.max_operand, t.operations, t.max_answer, t.num_operands)
+    try:
+        return split_problems(problems, t.heldout_fraction, t.warmstart_fraction, t.split_seed)
+    except ValueError as e:
+        raise SetupError(f"local.task: {e}") from None
+
+
 def build_prompt_source(cfg: TrainConfig):
     if cfg.data.train_path is not None:
         return JsonlPrompts(cfg.data.train_path, cfg.data.input_key, cfg.data.label_key, cfg.reward.task, cfg.seed)
-    t = cfg.local.task
-    return ArithmeticTask(
-        cfg.seed,
-        min_operand=t.min_operand,
-        max_operand=t.max_operand,
-        operations=t.operations,
-        max_answer=t.max_answer,
-    )
+    # Labels name the reward the run grades with (arithmetic, or arithmetic_exact for the testbed).
+    return ArithmeticTask(cfg.seed, problems=task_splits(cfg)["train"], label_task=_label_task(cfg))
+
+
+def _label_task(cfg: TrainConfig) -> str:
+    return cfg.reward.task if cfg.reward.task.startswith("arithmetic") else "arithmetic"
 
 
 def build_eval_prompts(cfg: TrainConfig) -> list[dict] | None:
-    """Held-out prompts for ``eval``: ``data.eval_path``, or every problem of the synthetic task."""
+    """Held-out prompts for ``eval``: ``data.eval_path``, or the synthetic task's held-out split
+    (every problem of the task when ``local.task.heldout_fraction`` is 0)."""
     if cfg.data.eval_path is not None:
         src = JsonlPrompts(
             cfg.data.eval_path, cfg.data.input_key, cfg.data.label_key, cfg.reward.task, cfg.seed, "data.eval_path"
@@ -101,9 +110,9 @@ def build_eval_prompts(cfg: TrainConfig) -> list[dict] | None:
         return src.records
     if cfg.data.train_path is not None:
         return None
-    t = cfg.local.task
-    return [{"prompt": q, "label": {"task": "arithmetic", "answer": a}}
-            for q, a in arithmetic_problems(t.min_operand, t.max_operand, t.operations, t.max_answer)]
+    splits = task_splits(cfg)
+    problems = splits["heldout"] if cfg.local.task.heldout_fraction > 0 else splits["train"]
+    return as_records(problems, _label_task(cfg))
 
 
 def render_prompt(tokenizer, prompt, apply_chat_template: bool) -> str:

@@ -122,6 +122,8 @@ class Trainer:
         check_cpu_model_settings(cfg, self.device)  # before the tiny model is built or a model is loaded
         self.model_dir = prepare_model_dir(cfg, self.output_dir)
         self.model, self.tokenizer = load_model(cfg, self.model_dir, self.device)
+        # local.warmstart: supervised warm start (cached, own RNG) before the reference copy is taken.
+        self.warmstart = self._warm_start()
         # Seed after building/loading, so a run is the same whether or not base_model already existed.
         torch.manual_seed(cfg.seed)
         self.ref_model = None
@@ -152,6 +154,17 @@ class Trainer:
         # Written once the setup is accepted (a rejected config leaves an earlier run's file alone); the
         # evaluation harness reads method, seed and base model from it (evaluation/run_info.py).
         save_config(cfg, self.output_dir / TRAIN_CONFIG_FILE)
+
+    def _warm_start(self) -> dict | None:
+        if self.cfg.local.warmstart.target_accuracy is None:
+            return None
+        from .warmstart import warm_start
+
+        try:
+            reward = get_reward_spec(self.cfg.reward.task)
+        except KeyError as e:
+            raise SetupError(f"reward.task={self.cfg.reward.task!r}: {e.args[0]}") from None
+        return warm_start(self.cfg, self.model, self.tokenizer, self.device, self.output_dir, reward)
 
     # ----------------------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict:
@@ -409,6 +422,12 @@ class Trainer:
         cfg = self.cfg
         self.maybe_resume()
         logger = MetricsLogger(cfg, self.output_dir, self.step)
+        h = cfg.local.heldout_eval
+        heldout = None
+        if (h.at_end or h.every_steps) and self.eval_prompts is not None:
+            from .heldout_eval import HeldoutLog, heldout_pass_at_k
+
+            heldout = HeldoutLog(self.output_dir, self.step)
         bar = None
         if cfg.local.progress_bar:
             from tqdm import tqdm
@@ -418,12 +437,17 @@ class Trainer:
         try:
             if self.eval_enabled and cfg.eval.at_step0 and self.step == 0:
                 logger.log(self.evaluate(), kind="eval")
+            if heldout is not None and h.every_steps and self.step == 0:
+                heldout.log(heldout_pass_at_k(self), final=False)
             start_step = self.step
             while self.step < cfg.max_steps:
                 row = self.train_step()
                 logger.log(row)
                 if self.eval_enabled and cfg.eval.every_steps and self.step % cfg.eval.every_steps == 0:
                     logger.log(self.evaluate(), kind="eval")
+                last = self.step == cfg.max_steps
+                if heldout is not None and ((h.every_steps and self.step % h.every_steps == 0) or (h.at_end and last)):
+                    heldout.log(heldout_pass_at_k(self), final=last)
                 if bar is not None:
                     bar.set_postfix(reward=f"{row['reward_mean']:.3f}", p=f"{row.get('p', math.nan):.3f}",
                                     eps=f"{row.get('eps_high', math.nan):.3f}")

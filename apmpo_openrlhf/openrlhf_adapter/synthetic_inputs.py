@@ -39,7 +39,8 @@ def _prompt_rows(cfg: TrainConfig):
     from ..tasks import arithmetic_problems
 
     t = cfg.local.task
-    for question, answer in arithmetic_problems(t.min_operand, t.max_operand, t.operations, t.max_answer):
+    problems = arithmetic_problems(t.min_operand, t.max_operand, t.operations, t.max_answer, t.num_operands)
+    for question, answer in problems:
         yield {"prompt": question, "label": label_json({"task": cfg.reward.task, "answer": answer}),
                "datasource": DATASOURCE}
 

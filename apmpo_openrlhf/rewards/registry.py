@@ -32,6 +32,7 @@ _MODULES = {
     "sql": "sql_grading",
     "choice": "choice_grading",
     "arithmetic": "arithmetic",
+    "arithmetic_exact": "arithmetic",
 }
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 

@@ -1,5 +1,5 @@
 """Synthetic verifiable tasks for the local backend (prompt generators with checkable answers)."""
 
-from .arithmetic import ArithmeticTask, arithmetic_problems
+from .arithmetic import ArithmeticTask, arithmetic_problems, as_records, split_problems
 
-__all__ = ["ArithmeticTask", "arithmetic_problems"]
+__all__ = ["ArithmeticTask", "arithmetic_problems", "as_records", "split_problems"]
