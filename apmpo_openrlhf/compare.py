@@ -475,8 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
         "bootstrap CI over seeds and the exact sign-flip test) and results.json (every per-seed number).\n"
         "Finished runs are skipped, so an interrupted comparison resumes.",
         epilog="presets:\n"
-        "  toy      configs/local/compare.yaml: the embedded default task (single-digit addition); every method\n"
-        "           reaches ~0.9 and the methods are hard to tell apart\n"
+        "  toy      configs/local/compare.yaml: the embedded default task (one-digit + and -); every method\n"
+        "           reaches ~0.98 and the methods are hard to tell apart\n"
         "  testbed  configs/local/compare_testbed.yaml on configs/local/testbed.yaml: two-digit addition graded\n"
         "           exactly, 20% of the problems held out, supervised warm start to 0.25, 400 steps, 6 seeds\n"
         "           (docs/local.md, 'A testbed where the methods differ')\n\n"
