@@ -37,6 +37,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .config import ConfigError, load_config
+from .local.metrics import moving_average, read_metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_COMPARE = REPO_ROOT / "configs" / "local" / "compare.yaml"
@@ -143,22 +144,7 @@ def execute(runs: list[dict], workers: int) -> list[str]:
 
 # --------------------------------------------------------------------------------- analysis
 def _read(path: Path) -> list[dict]:
-    from .local.metrics import read_metrics
-
     return read_metrics(path) if path.exists() else []
-
-
-def _smooth(values: list[float], window: int) -> list[float]:
-    """Trailing moving average; NaN (a step without that metric, e.g. all groups filtered) is skipped."""
-    import numpy as np
-
-    v = np.asarray(values, dtype=float)
-    out = []
-    for i in range(len(v)):
-        w = v[max(0, i - window + 1) : i + 1]
-        w = w[~np.isnan(w)]
-        out.append(float(w.mean()) if w.size else math.nan)
-    return out
 
 
 def _mean_curve(runs: list[list[dict]], key: str, window: int) -> tuple[list[int], list[float], list[float]]:
@@ -168,7 +154,7 @@ def _mean_curve(runs: list[list[dict]], key: str, window: int) -> tuple[list[int
     from .stats import t975
 
     n = min(len(r) for r in runs)
-    curves = np.array([_smooth([row.get(key, math.nan) for row in r[:n]], window) for r in runs])
+    curves = np.array([moving_average([row.get(key, math.nan) for row in r[:n]], window) for r in runs])
     import warnings
 
     with np.errstate(all="ignore"), warnings.catch_warnings():
@@ -312,7 +298,7 @@ def summary(by_method: dict[str, list[list[dict]]], window: int) -> str:
         ent = [statistics.fmean([r["entropy"] for r in run[-50:] if "entropy" in r] or [math.nan]) for run in runs]
         reach = []
         for run in runs:
-            sm = _smooth([r["reward_mean"] for r in run], window)
+            sm = moving_average([r["reward_mean"] for r in run], window)
             hit = next((i + 1 for i, v in enumerate(sm) if v >= 0.8), None)
             reach.append(str(hit) if hit is not None else "never")
         per_step = [statistics.fmean(r["step_time_s"] for r in run) for run in runs]

@@ -62,7 +62,7 @@ def run_seed(seed: int, out: Path, overrides: list[str], env: dict, fresh: bool)
 
 
 def wrong_at_end(out: Path, seed: int) -> str:
-    """Problems the final policy still answers wrongly at temperature 0.6 (from its final eval)."""
+    """Problems the final policy answers correctly in fewer than half of 16 samples at the eval temperature."""
     d = out / f"seed{seed}"
     from apmpo_openrlhf.config import load_config
     from apmpo_openrlhf.local.trainer import Trainer
@@ -71,18 +71,10 @@ def wrong_at_end(out: Path, seed: int) -> str:
     with contextlib.redirect_stderr(io.StringIO()):  # loading bars and the "already complete" note
         trainer = Trainer(cfg)
         trainer.maybe_resume()
-    import torch
-
-    from apmpo_openrlhf.local.data import render_prompt
-    from apmpo_openrlhf.local.rollout import generate
-
-    texts = [render_prompt(trainer.tokenizer, r["prompt"], False) for r in trainer.eval_prompts]
-    with torch.random.fork_rng():
-        torch.manual_seed(1234)
-        ro = generate(trainer.model, trainer.tokenizer, texts, [r["label"] for r in trainer.eval_prompts], 16,
-                      cfg.eval.temperature, cfg.eval.top_p, cfg.rollout.max_new_tokens, cfg.rollout.max_prompt_len, 64)
-    rewards = trainer.grade(ro.responses, ro.labels).view(len(texts), 16).mean(-1)
-    bad = [f"{trainer.eval_prompts[i]['prompt']}{trainer.eval_prompts[i]['label']['answer']} ({float(v):.2f})"
+    records = trainer.eval_prompts
+    _, rewards = trainer.sample_and_grade(records, 16, cfg.eval.temperature, cfg.eval.top_p, seed=1234)
+    rewards = rewards.view(len(records), 16).mean(-1)
+    bad = [f"{records[i]['prompt']}{records[i]['label']['answer']} ({float(v):.2f})"
            for i, v in enumerate(rewards) if v < 0.5]
     return ", ".join(bad) or "-"
 

@@ -14,9 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .data import render_prompt
 from .metrics import truncate_jsonl
-from .rollout import generate
 
 JSONL, FINAL = "heldout.jsonl", "heldout.json"
 
@@ -32,17 +30,9 @@ def pass_at_k_curve(correct: list[int], n: int) -> dict[str, float]:
 def heldout_pass_at_k(trainer) -> dict:
     cfg, h = trainer.cfg, trainer.cfg.local.heldout_eval
     records = trainer.eval_prompts
-    device = trainer.device
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices, device_type=device.type):
-        torch.manual_seed(cfg.seed * 100_003 + trainer.step + 50_021)
-        texts = [render_prompt(trainer.tokenizer, r["prompt"], cfg.data.apply_chat_template) for r in records]
-        trainer.model.eval()
-        rollout = generate(
-            trainer.model, trainer.tokenizer, texts, [r["label"] for r in records], h.n_samples, h.temperature,
-            h.top_p, cfg.rollout.max_new_tokens, cfg.rollout.max_prompt_len, 64,
-        )
-        rewards = trainer.grade(rollout.responses, rollout.labels).view(len(records), h.n_samples)
+    rollout, rewards = trainer.sample_and_grade(records, h.n_samples, h.temperature, h.top_p,
+                                                seed=cfg.seed * 100_003 + trainer.step + 50_021)
+    rewards = rewards.view(len(records), h.n_samples)
     correct = [int(c) for c in (rewards >= 1.0).sum(-1).tolist()]
     curve = pass_at_k_curve(correct, h.n_samples)
     return {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -100,13 +101,12 @@ def _wandb_run_id(output_dir: Path) -> str:
 
 # ----------------------------------------------------------------------------- end-of-run summary
 def moving_average(values: list[float], window: int) -> list[float]:
-    """Trailing mean over the last ``window`` values (shorter at the start)."""
-    out, total = [], 0.0
-    for i, v in enumerate(values):
-        total += v
-        if i >= window:
-            total -= values[i - window]
-        out.append(total / min(i + 1, window))
+    """Trailing mean over the last ``window`` values (shorter at the start); NaN (a step without
+    that metric, e.g. all groups filtered) is skipped, and a window of only NaN gives NaN."""
+    out = []
+    for i in range(len(values)):
+        w = [v for v in values[max(0, i - window + 1) : i + 1] if not math.isnan(v)]
+        out.append(sum(w) / len(w) if w else math.nan)
     return out
 
 

@@ -122,6 +122,10 @@ class Trainer:
         check_cpu_model_settings(cfg, self.device)  # before the tiny model is built or a model is loaded
         self.model_dir = prepare_model_dir(cfg, self.output_dir)
         self.model, self.tokenizer = load_model(cfg, self.model_dir, self.device)
+        try:
+            self.reward = get_reward_spec(cfg.reward.task)
+        except KeyError as e:
+            raise SetupError(f"reward.task={cfg.reward.task!r}: {e.args[0]}") from None
         # local.warmstart: supervised warm start (cached, own RNG) before the reference copy is taken.
         self.warmstart = self._warm_start()
         # Seed after building/loading, so a run is the same whether or not base_model already existed.
@@ -132,10 +136,6 @@ class Trainer:
         self.loss = get_policy_loss(cfg.algorithm.loss)
         self.loss_kwargs = cfg.algorithm.loss_kwargs()
         self.kl_aggregation = "token" if self.loss.divisor == "num_tokens" else "sequence"
-        try:
-            self.reward = get_reward_spec(cfg.reward.task)
-        except KeyError as e:
-            raise SetupError(f"reward.task={cfg.reward.task!r}: {e.args[0]}") from None
         self.prompts = build_prompt_source(cfg)
         self.eval_prompts = build_eval_prompts(cfg)
         self.eval_enabled = bool(cfg.eval.at_step0 or cfg.eval.every_steps)
@@ -160,11 +160,7 @@ class Trainer:
             return None
         from .warmstart import warm_start
 
-        try:
-            reward = get_reward_spec(self.cfg.reward.task)
-        except KeyError as e:
-            raise SetupError(f"reward.task={self.cfg.reward.task!r}: {e.args[0]}") from None
-        return warm_start(self.cfg, self.model, self.tokenizer, self.device, self.output_dir, reward)
+        return warm_start(self.cfg, self.model, self.tokenizer, self.device, self.output_dir, self.reward)
 
     # ----------------------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict:
@@ -391,6 +387,22 @@ class Trainer:
         return row
 
     @torch.no_grad()
+    def sample_and_grade(self, records: list[dict], n: int, temperature: float, top_p: float,
+                         seed: int) -> tuple[Rollout, torch.Tensor]:
+        """n samples per record, graded, under a forked RNG seeded with ``seed``: evaluation (eval,
+        held-out Pass@k, benchmarks) never changes the training trajectory."""
+        cfg = self.cfg
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices, device_type=self.device.type):
+            torch.manual_seed(seed)
+            texts = [render_prompt(self.tokenizer, r["prompt"], cfg.data.apply_chat_template) for r in records]
+            self.model.eval()
+            rollout = generate(
+                self.model, self.tokenizer, texts, [r["label"] for r in records], n, temperature, top_p,
+                cfg.rollout.max_new_tokens, cfg.rollout.max_prompt_len, GENERATION_CHUNK_PROMPTS,
+            )
+            return rollout, self.grade(rollout.responses, rollout.labels)
+
     def evaluate(self) -> dict:
         """Mean reward on the held-out prompts (eval temperature/top_p, n samples each).
 
@@ -398,17 +410,9 @@ class Trainer:
         training trajectory (a run with and without eval trains identically).
         """
         cfg, e = self.cfg, self.cfg.eval
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices, device_type=self.device.type):
-            torch.manual_seed(cfg.seed * 100_003 + self.step)
-            texts = [render_prompt(self.tokenizer, r["prompt"], cfg.data.apply_chat_template) for r in self.eval_prompts]
-            self.model.eval()
-            rollout = generate(
-                self.model, self.tokenizer, texts, [r["label"] for r in self.eval_prompts], e.n_samples_per_prompt,
-                e.temperature, e.top_p, cfg.rollout.max_new_tokens, cfg.rollout.max_prompt_len,
-                GENERATION_CHUNK_PROMPTS,
-            )
-            rewards = self.grade(rollout.responses, rollout.labels)
+        rollout, rewards = self.sample_and_grade(
+            self.eval_prompts, e.n_samples_per_prompt, e.temperature, e.top_p, seed=cfg.seed * 100_003 + self.step
+        )
         return {"step": self.step, "eval_reward_mean": float(rewards.mean()), "eval_samples": rewards.numel(),
                 "eval_response_length": float(rollout.response_lengths.float().mean())}
 
