@@ -3,7 +3,7 @@
 Runs every (method, seed) of a compare config as its own ``python -m apmpo_openrlhf.train``
 process, several at a time, then draws the panels of the paper's Figure 1 and writes a Markdown
 summary. Two presets: ``--preset toy`` (configs/local/compare.yaml on the embedded default task,
-where every method reaches ~0.9) and ``--preset testbed`` (configs/local/compare_testbed.yaml on
+where every method reaches ~0.98) and ``--preset testbed`` (configs/local/compare_testbed.yaml on
 configs/local/testbed.yaml: two-digit addition graded exactly, a warm start, held-out problems).
 ``--ablations`` adds Table 6's GRPO+FAC and GRPO+PMPO. Outputs in the output directory:
 
@@ -148,22 +148,15 @@ def _read(path: Path) -> list[dict]:
 
 
 def _mean_curve(runs: list[list[dict]], key: str, window: int) -> tuple[list[int], list[float], list[float]]:
-    """Steps, mean over seeds of the smoothed curve, and the half-width of its 95% t-interval."""
-    import numpy as np
-
-    from .stats import t975
+    """Steps, mean over seeds of the smoothed curve, and the half-width of its 95% t-interval
+    (per step, over the seeds that logged the metric there; 0 where fewer than two did)."""
+    from .stats import t_interval
 
     n = min(len(r) for r in runs)
-    curves = np.array([moving_average([row.get(key, math.nan) for row in r[:n]], window) for r in runs])
-    import warnings
-
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mean = np.nanmean(curves, axis=0)
-        count = (~np.isnan(curves)).sum(axis=0)
-        sd = np.nanstd(curves, axis=0, ddof=1) if len(runs) > 1 else np.zeros(n)
-        half = np.array([t975(int(c) - 1) * s / math.sqrt(c) if c > 1 else 0.0 for c, s in zip(count, sd)])
-    return list(range(1, n + 1)), mean.tolist(), np.nan_to_num(half).tolist()
+    curves = [moving_average([row.get(key, math.nan) for row in r[:n]], window) for r in runs]
+    per_step = [t_interval([c[i] for c in curves]) for i in range(n)]
+    return (list(range(1, n + 1)), [m for m, _ in per_step],
+            [0.0 if math.isnan(h) else h for _, h in per_step])
 
 
 def collect_runs(runs: list[dict]) -> dict[str, list[dict]]:
