@@ -6,11 +6,13 @@ state in the checkpoint, so that a resumed run draws the same prompts as an unin
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from pathlib import Path
 
 from ..config import TrainConfig
+from ..config.local import TaskSection
 from ..data.sources import DataFormatError, read_jsonl
 from ..tasks import ArithmeticTask, arithmetic_problems, as_records, split_problems
 
@@ -80,13 +82,23 @@ def _as_label(value, task: str) -> dict:
 
 
 def task_splits(cfg: TrainConfig) -> dict[str, list[tuple[str, str]]]:
-    """The synthetic task's problems split into ``train``, ``heldout`` and ``warmstart`` (local.task)."""
-    t = cfg.local.task
+    """The synthetic task's problems split into ``train``, ``heldout`` and ``warmstart`` (local.task).
+
+    The training prompts, the eval prompts and the warm start all need the split; it is enumerated
+    once per task setting (4 operands of 0-49 are 6.25M problems), and each caller gets its own lists.
+    """
+    return {name: list(problems) for name, problems in _task_splits(cfg.local.task.model_dump_json()).items()}
+
+
+@functools.lru_cache(maxsize=1)
+def _task_splits(task_json: str) -> dict[str, tuple[tuple[str, str], ...]]:
+    t = TaskSection.model_validate_json(task_json)
     problems = arithmetic_problems(t.min_operand, t.max_operand, t.operations, t.max_answer, t.num_operands)
     try:
-        return split_problems(problems, t.heldout_fraction, t.warmstart_fraction, t.split_seed)
+        splits = split_problems(problems, t.heldout_fraction, t.warmstart_fraction, t.split_seed)
     except ValueError as e:
         raise SetupError(f"local.task: {e}") from None
+    return {name: tuple(ps) for name, ps in splits.items()}
 
 
 def build_prompt_source(cfg: TrainConfig):
