@@ -70,6 +70,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from . import wandb_setup
+
+    try:
+        wandb_setup.check_credentials(cfg)
+    except ConfigError as e:
+        if not args.dry_run:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"warning (checked again when training starts): {e}", file=sys.stderr)
     if cfg.backend == "openrlhf":
         from .openrlhf_adapter.launcher import run as run_openrlhf
 

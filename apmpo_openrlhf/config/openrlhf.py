@@ -16,6 +16,18 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 class OpenRLHFSection(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
+    # ── Device and memory ──
+    device: Literal["auto", "cuda", "cpu"] = Field(
+        "auto",
+        description="where the job runs: auto = decided from the Ray cluster that runs it (a job submitted to an "
+        "existing cluster probes a GPU slot there; otherwise this machine), cuda = GPU nodes (the driver itself may "
+        "have no GPU), cpu = the CPU backend (openrlhf_adapter/cpu_backend.py, machines without CUDA)",
+    )
+    gpu_memory_gb: float = Field(
+        40.0, gt=0, description="memory of one GPU in GB: --dry-run warns when its per-GPU peak estimate exceeds it "
+        "(40 = the paper's A100 40GB)"
+    )
+
     # ── Placement ──
     num_nodes: int = Field(1, ge=1, description="nodes for the actor (DeepSpeed) ranks")
     num_gpus_per_node: int = Field(4, ge=1, description="actor GPUs per node")

@@ -171,7 +171,14 @@ class CheckpointSection(Section):
     save_steps: int = Field(50, ge=1, description="save a checkpoint every N rollout steps")
     max_keep: int = Field(3, ge=1, description="checkpoints kept")
     resume: bool = Field(True, description="continue from the latest checkpoint in output_dir if there is one")
-    save_hf: bool = Field(True, description="write a final Hugging Face model directory")
+    save_hf: bool = Field(
+        True,
+        description="Hugging Face model copies; the two backends differ: local = write <output_dir>/final_model at "
+        "the end (its checkpoints are torch state dicts); openrlhf = also a copy of the actor at every checkpoint "
+        "(<ckpt_path>/global_step<N>_hf, ~2 bytes x parameters each, never rotated: "
+        "evaluation/scripts/eval_checkpoints.sh evaluates them for training curves), while final_model is "
+        "always written",
+    )
 
 
 class EvalSection(Section):

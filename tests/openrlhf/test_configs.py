@@ -209,8 +209,8 @@ def test_openrlhf_parser_and_checks_reject_with_their_own_message():
     # argparse (OpenRLHF's parser): an unknown flag and a bad choice
     with pytest.raises(OpenRLHFArgumentError, match=r"unrecognized arguments: --actor.no_such_flag"):
         validate_with_openrlhf(openrlhf_argv(_apmpo("openrlhf.extra_args=[--actor.no_such_flag, '1']")))
-    with pytest.raises(OpenRLHFArgumentError, match=r"--ds.param_dtype: invalid choice: 'fp8'"):
-        validate_with_openrlhf(openrlhf_argv(_apmpo("openrlhf.extra_args=[--ds.param_dtype, fp8]")))
+    with pytest.raises(OpenRLHFArgumentError, match=r"--ds.experts_implementation: invalid choice: 'bogus'"):
+        validate_with_openrlhf(openrlhf_argv(_apmpo("openrlhf.extra_args=[--ds.experts_implementation, bogus]")))
     # OpenRLHF's own assertion after parsing (fewer rollout micro-batches than actor ranks)
     with pytest.raises(OpenRLHFArgumentError, match=r"number of sample batches must be greater than or equal"):
         validate_with_openrlhf(
