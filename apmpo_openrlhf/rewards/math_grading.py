@@ -94,28 +94,26 @@ def prepare_prediction(response: str, gold: object) -> str | None:
 
 
 def _grade_in_worker(pred_text: str, gold_latex: str, boxed: bool, parse_s: int = 1, verify_s: int = 2) -> Grade:
-    """Runs inside a pool worker (main thread: SIGALRM timeouts are allowed)."""
+    """Runs inside a pool worker (main thread: SIGALRM timeouts are allowed). math-verify turns its
+    own timeouts into an empty parse or a False verify: a step that ran to its limit is a timeout."""
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
-    gold = parse(gold_latex, extraction_config=[LatexExtractionConfig()], parsing_timeout=parse_s)
+    def timed(fn, *args, **kwargs):
+        start = time.monotonic()
+        out = fn(*args, **kwargs)
+        return out, time.monotonic() - start
+
+    gold, took = timed(parse, gold_latex, extraction_config=[LatexExtractionConfig()], parsing_timeout=parse_s)
     if not gold:
-        return Grade(0.0, "error: gold answer unparsable")
-    if boxed:
-        pred = parse(pred_text, extraction_config=[LatexExtractionConfig()], parsing_timeout=parse_s)
-    else:
-        pred = parse(
-            pred_text,
-            extraction_config=[LatexExtractionConfig(), ExprExtractionConfig()],
-            parsing_timeout=parse_s,
-        )
+        return Grade(0.0, "timeout" if took >= parse_s * 0.95 else "error: gold answer unparsable")
+    configs = [LatexExtractionConfig()] if boxed else [LatexExtractionConfig(), ExprExtractionConfig()]
+    pred, took = timed(parse, pred_text, extraction_config=configs, parsing_timeout=parse_s)
     if not pred:
-        return Grade(0.0, "unparsable")
-    start = time.monotonic()
-    ok = verify(gold, pred, timeout_seconds=verify_s)
+        return Grade(0.0, "timeout" if took >= parse_s * 0.95 else "unparsable")
+    ok, took = timed(verify, gold, pred, timeout_seconds=verify_s)
     if ok:
         return Grade(1.0, "correct")
-    # verify() turns its own timeout into False; report it as a timeout.
-    return Grade(0.0, "timeout" if time.monotonic() - start >= verify_s * 0.95 else "wrong")
+    return Grade(0.0, "timeout" if took >= verify_s * 0.95 else "wrong")
 
 
 _INTEGER_RE = re.compile(r"^[+-]?\d{1,50}$")
