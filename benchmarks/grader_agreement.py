@@ -242,18 +242,24 @@ def cases_from_jsonl(path: Path) -> list[Case]:
 # ----------------------------------------------------------------------------- grading
 def grade_cases(cases: list[Case], timeout_s: float, threads: int = 16) -> list[Result]:
     """Each case through reward_func (one sample per call, from ``threads`` threads, like OpenRLHF)."""
-    from apmpo_openrlhf.rewards.registry import TIMEOUT_ENV
-
-    os.environ[TIMEOUT_ENV] = str(timeout_s)  # what the launcher sets from reward.timeout_s
     from apmpo_openrlhf.rewards.openrlhf_reward import reward_func
+    from apmpo_openrlhf.rewards.registry import TIMEOUT_ENV
 
     def one(case: Case) -> Result:
         label = json.dumps({"task": "math", "answer": case.gold})
         out = reward_func([case.pred], [""], [label])
         return Result(case, float(out["rewards"]), dict(out["extra_logs"]))
 
-    with ThreadPoolExecutor(threads) as pool:
-        return list(pool.map(one, cases))
+    before = os.environ.get(TIMEOUT_ENV)
+    os.environ[TIMEOUT_ENV] = str(timeout_s)  # what the launcher sets from reward.timeout_s
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            return list(pool.map(one, cases))
+    finally:
+        if before is None:
+            os.environ.pop(TIMEOUT_ENV, None)
+        else:
+            os.environ[TIMEOUT_ENV] = before
 
 
 def agreement(results: Iterable[Result]) -> tuple[int, int]:

@@ -139,14 +139,15 @@ def _split_top_level(text: str) -> tuple[list[str], bool]:
 def answer_parts(answer: str) -> list[str]:
     """The distinct parts of an answer: ``1, 2, 3``, ``\\{1,2,3\\}``, ``{1,2,3}``, ``-2 \\text{ or } 5``
     and ``1 \\pm \\sqrt{2}`` have several; a point or interval (``(1,2)``, ``[0,1)``), a union, a
-    matrix and ``10,\\!080`` are one answer. Repeated parts count once (``-2, -2`` is one).
+    matrix and ``10,\\!080`` are one answer. Repeated parts count once (``-2, -2`` is one). A text
+    with boxes is read by its last box.
 
     Only brackets and separators are read (pure string work); math-verify decides equivalence.
     """
     text = _DOLLAR_RE.sub("", answer).strip()
-    box = boxes(text)
-    if len(box) == 1 and box[0].start == 0 and box[0].end == len(text):
-        text = box[0].content.strip()
+    found = outer_boxed(text)
+    if found:  # a boxed answer (a gold given as a worked solution too): its last box
+        text = found[-1].strip()
     text = _LEFT_RIGHT_RE.sub("", text).strip()
     if _THOUSANDS_RE.match(text):
         return [text]
