@@ -20,11 +20,19 @@ class SampleGrade(NamedTuple):
     extracted: Any  # the answer the grader read from the response (None if it found none)
 
 
-def extract_answer(task: str, response: str):
-    """The answer the reward reads from ``response``, for the per-sample JSONL."""
+def extract_answer(task: str, response: str, label: dict | None = None):
+    """The answer the reward reads from ``response``, for the per-sample JSONL (math: the boxed answer
+    graded, i.e. the boxes joined when the gold has several parts and the response boxes each)."""
     from apmpo_openrlhf.rewards import extraction
 
     if task == "math":
+        if label is not None and "answer" in label:
+            from apmpo_openrlhf.rewards.math_grading import graded_answer
+
+            try:
+                return graded_answer(response, label["answer"])
+            except TypeError:  # a gold that is not text or a number: the grade says so
+                pass
         return extraction.last_boxed(response)
     if task == "sql":
         return extraction.extract_sql(response) or None
@@ -67,5 +75,5 @@ def grade_problems(problems: list[Problem], responses: list[str]) -> list[Sample
                 results[i] = r
     out = []
     for p, resp, (score, reason) in zip(problems, responses, results):
-        out.append(SampleGrade(score >= 1.0, float(score), reason, extract_answer(p.label["task"], resp)))
+        out.append(SampleGrade(score >= 1.0, float(score), reason, extract_answer(p.label["task"], resp, p.label)))
     return out

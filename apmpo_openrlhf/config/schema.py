@@ -146,8 +146,9 @@ class DataSection(Section):
 class RewardSection(Section):
     task: str = Field("math", description="reward registered under this name (math, sql, choice, arithmetic, arithmetic_exact)")
     timeout_s: float = Field(
-        10.0, gt=0, description="openrlhf backend: per-answer time limit of math-verify in the vLLM engines' "
-        "reward_func (a timeout scores 0 and counts in reward/timeouts); the local backend grades with 5 s"
+        10.0, gt=0, description="per-answer grading time limit on both backends (math-verify for math and choice "
+        "values, query execution for sql; arithmetic needs none): a timeout scores 0 and is counted in "
+        "reward/timeouts (metrics.jsonl and eval.jsonl on the local backend), never as a wrong answer"
     )
     num_workers: int = Field(
         2, ge=1, description="grading workers (local: threads; openrlhf: math-verify processes per vLLM engine)"

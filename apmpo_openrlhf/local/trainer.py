@@ -21,6 +21,7 @@ import torch
 
 from ..algorithms import adaptive_parameters, get_policy_loss, group_advantages, kl_penalty, rollout_reward_summary
 from ..config import TRAIN_CONFIG_FILE, TrainConfig, save_config
+from ..rewards.outcomes import OutcomeCounter
 from ..rewards.registry import get_reward_spec
 from .checkpoint import list_checkpoints, load_latest, rng_state, save_checkpoint, set_rng_state
 from .data import SetupError, build_eval_prompts, build_prompt_source, render_prompt
@@ -123,9 +124,11 @@ class Trainer:
         self.model_dir = prepare_model_dir(cfg, self.output_dir)
         self.model, self.tokenizer = load_model(cfg, self.model_dir, self.device)
         try:
-            self.reward = get_reward_spec(cfg.reward.task)
+            # every answer graded under reward.timeout_s, as reward_func does on the OpenRLHF backend
+            self.reward = get_reward_spec(cfg.reward.task).with_timeout(cfg.reward.timeout_s)
         except KeyError as e:
             raise SetupError(f"reward.task={cfg.reward.task!r}: {e.args[0]}") from None
+        self.reward_outcomes = OutcomeCounter()
         # local.warmstart: supervised warm start (cached, own RNG) before the reference copy is taken.
         self.warmstart = self._warm_start()
         # Seed after building/loading, so a run is the same whether or not base_model already existed.
@@ -205,16 +208,20 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- rollout
     def grade(self, responses: list[str], labels: list[dict]) -> torch.Tensor:
+        """Rewards of the responses, each graded under reward.timeout_s; how each was graded (timeout,
+        error, no answer) is counted in ``self.reward_outcomes`` under the OpenRLHF backend's names."""
         def one(pair):
-            return self.reward.grade(*pair)[0]
+            return self.reward.grade(*pair)
 
         pairs = list(zip(responses, labels))
         if self.cfg.reward.num_workers > 1 and len(pairs) > 1:
             with ThreadPoolExecutor(self.cfg.reward.num_workers) as pool:
-                scores = list(pool.map(one, pairs))
+                grades = list(pool.map(one, pairs))
         else:
-            scores = [one(p) for p in pairs]
-        return torch.tensor(scores, dtype=torch.float32, device=self.device)
+            grades = [one(p) for p in pairs]
+        for _, reason in grades:
+            self.reward_outcomes.add_reason(reason)
+        return torch.tensor([score for score, _ in grades], dtype=torch.float32, device=self.device)
 
     def sample_groups(self, n_prompts: int) -> tuple[Rollout, torch.Tensor]:
         cfg, r = self.cfg, self.cfg.rollout
@@ -368,7 +375,9 @@ class Trainer:
 
     def train_step(self) -> dict:
         t0 = time.perf_counter()
+        self.reward_outcomes.reset()
         rollout, rewards, stats = self.collect()
+        grading = self.reward_outcomes.take()  # every response graded for the step, filtered groups too
         all_rewards = stats.pop("all_rewards")
         row = {"step": self.step + 1}
         if rollout is not None:
@@ -376,6 +385,7 @@ class Trainer:
         else:  # every group had equal rewards: nothing to learn from this step
             row.update(optimizer_steps=0)
         row.update(stats)
+        row.update(grading)
         row["reward_mean"] = float(all_rewards.mean())
         row["reward_std"] = float(all_rewards.std(correction=0))
         if self.device.type == "cuda":
@@ -410,11 +420,13 @@ class Trainer:
         training trajectory (a run with and without eval trains identically).
         """
         cfg, e = self.cfg, self.cfg.eval
+        self.reward_outcomes.reset()
         rollout, rewards = self.sample_and_grade(
             self.eval_prompts, e.n_samples_per_prompt, e.temperature, e.top_p, seed=cfg.seed * 100_003 + self.step
         )
         return {"step": self.step, "eval_reward_mean": float(rewards.mean()), "eval_samples": rewards.numel(),
-                "eval_response_length": float(rollout.response_lengths.float().mean())}
+                "eval_response_length": float(rollout.response_lengths.float().mean()),
+                **self.reward_outcomes.take()}
 
     def save_final_model(self) -> Path:
         out = self.output_dir / "final_model"

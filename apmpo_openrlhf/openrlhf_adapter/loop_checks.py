@@ -22,14 +22,14 @@ import ray
 import torch
 from openrlhf.utils.logging_utils import init_logger
 
+# extra_logs key of rewards/openrlhf_reward.py -> metric name (the local trainer counts the same)
+from ..rewards.outcomes import OUTCOME_KEYS
+
 logger = init_logger(__name__)
 
 # A fixed text whose tokens every tokenizer has (the tiny model's is character-level), cut to the
 # engine's context length.
 PROBE_TEXT = "12+30=42, so the answer is \\boxed{42}."
-# extra_logs key of rewards/openrlhf_reward.py -> metric name
-OUTCOME_KEYS = {"reward_timeout": "reward/timeouts", "reward_error": "reward/errors",
-                "reward_no_answer": "reward/no_answer"}
 
 
 class WeightSyncCheck:

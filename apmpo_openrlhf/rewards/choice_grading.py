@@ -80,19 +80,25 @@ def _float(value: str) -> float | None:
         return None
 
 
-def _values_equal(pred: str, gold_value: str) -> bool:
+def _compare_values(pred: str, gold_value: str, timeout: float | None) -> Grade:
     if _normalise_value(pred) == _normalise_value(gold_value):
-        return True
+        return Grade(1.0, "correct")
     a, b = _float(pred), _float(gold_value)
     if a is not None and b is not None:
-        return abs(a - b) <= 1e-6 * max(1.0, abs(b))
+        return Grade(1.0, "correct") if abs(a - b) <= 1e-6 * max(1.0, abs(b)) else Grade(0.0, "wrong")
     from .math_grading import grade_math
 
-    return grade_math("\\boxed{" + pred + "}", gold_value).score == 1.0
+    grade = grade_math("\\boxed{" + pred + "}", gold_value, timeout=timeout)
+    # math-verify's timeouts and errors keep their reason: they are not wrong answers
+    return Grade(grade.score, grade.reason if grade.reason in ("correct", "timeout") or grade.reason.startswith("error")
+                 else "wrong")
 
 
-def grade_choice(response: str, gold: Any, choices: Sequence[str] | None = None) -> Grade:
-    """(score, reason); ``gold`` is a letter (or the correct value when no letters are used)."""
+def grade_choice(
+    response: str, gold: Any, choices: Sequence[str] | None = None, *, timeout: float | None = None
+) -> Grade:
+    """(score, reason); ``gold`` is a letter (or the correct value when no letters are used).
+    ``timeout``: the limit of a value comparison by math-verify (default: the math grader's)."""
     if not isinstance(response, str):
         return Grade(0.0, f"error: response must be str, got {type(response).__name__}")
     gold = str(gold).strip()
@@ -113,12 +119,12 @@ def grade_choice(response: str, gold: Any, choices: Sequence[str] | None = None)
         gold_value = gold
     else:
         return Grade(0.0, "wrong")  # a value answer, but the choices are unknown
-    return Grade(1.0, "correct") if _values_equal(answer, gold_value) else Grade(0.0, "wrong")
+    return _compare_values(answer, gold_value, timeout)
 
 
-def choice_reward(response: str, gold: str, choices: list[str] | None = None) -> float:
+def choice_reward(response: str, gold: str, choices: list[str] | None = None, *, timeout: float | None = None) -> float:
     """1.0 if the response picks the gold choice (by letter A-D or by its value), else 0.0."""
-    return grade_choice(response, gold, choices).score
+    return grade_choice(response, gold, choices, timeout=timeout).score
 
 
 def _label_to_args(label: Mapping[str, Any]) -> tuple:
@@ -130,4 +136,4 @@ def _label_to_args(label: Mapping[str, Any]) -> tuple:
     return label["answer"], choices
 
 
-register_reward("choice", label_to_args=_label_to_args, detailed=grade_choice)(choice_reward)
+register_reward("choice", label_to_args=_label_to_args, detailed=grade_choice, timeout_arg="timeout")(choice_reward)

@@ -48,7 +48,7 @@ class _Worker:
     that runs threads (vLLM, Ray) is unsafe.
     """
 
-    def __init__(self, memory_limit: int | None):
+    def __init__(self, memory_limit: int | None, warm_up: bool = False):
         parent_sock, child_sock = socket.socketpair()
         env = dict(os.environ)
         # Single-threaded graders: no BLAS/OpenMP thread pools (they also inflate the address space).
@@ -58,7 +58,7 @@ class _Worker:
         env["PYTHONPATH"] = os.pathsep.join(p for p in [*sys.path, env.get("PYTHONPATH", "")] if p)
         cmd = [
             sys.executable, "-m", "apmpo_openrlhf.rewards._grader_worker",
-            str(child_sock.fileno()), str(memory_limit or 0), str(os.getpid()),
+            str(child_sock.fileno()), str(memory_limit or 0), str(os.getpid()), "1" if warm_up else "0",
         ]
         self.process = subprocess.Popen(cmd, pass_fds=(child_sock.fileno(),), env=env, stdin=subprocess.DEVNULL)
         child_sock.close()
@@ -94,7 +94,9 @@ class _Worker:
 class GraderPool:
     """``n_workers`` processes; :meth:`call` runs one function under a timeout, :meth:`map` many.
 
-    ``memory_limit_bytes`` caps each worker's address space (None: no cap).
+    ``memory_limit_bytes`` caps each worker's address space (None: no cap). ``warm_up``: each
+    worker imports math-verify and parses once when it starts (in the background), so that the
+    first task of a fresh or replaced worker is not charged for it.
     """
 
     def __init__(
@@ -102,6 +104,7 @@ class GraderPool:
         n_workers: int | None = None,
         *,
         memory_limit_bytes: int | None = DEFAULT_MEMORY_LIMIT_BYTES,
+        warm_up: bool = False,
     ):
         if n_workers is None:
             n_workers = max(1, min(4, os.cpu_count() or 1))
@@ -109,6 +112,7 @@ class GraderPool:
             raise ValueError(f"n_workers must be >= 1, got {n_workers}")
         self.n_workers = n_workers
         self._memory_limit = memory_limit_bytes
+        self._warm_up = warm_up
         self._idle: queue.Queue[_Worker] = queue.Queue()
         self._all: set[_Worker] = set()
         self._lock = threading.Lock()
@@ -119,7 +123,7 @@ class GraderPool:
         atexit.register(self.shutdown)
 
     def _spawn(self) -> _Worker:
-        worker = _Worker(self._memory_limit)
+        worker = _Worker(self._memory_limit, self._warm_up)
         with self._lock:
             self._all.add(worker)
         return worker
@@ -232,7 +236,7 @@ def default_pool() -> GraderPool:
                 n = int(env) if env else None
             except ValueError:
                 raise ValueError(f"{WORKERS_ENV} must be an integer, got {env!r}") from None
-            _default_pool = GraderPool(n)
+            _default_pool = GraderPool(n, warm_up=True)  # the math graders' pool
         return _default_pool
 
 

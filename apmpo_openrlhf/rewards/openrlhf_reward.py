@@ -8,7 +8,8 @@ OpenRLHF loads this file by path inside each vLLM rollout actor and calls
 Returns ``{"rewards", "scores", "extra_logs"}``: floats for a single sample (what OpenRLHF passes),
 lists for several. Never raises and never returns None: a malformed label or a grader failure
 gives reward 0 and counts in ``extra_logs["reward_error"]``; a timeout counts in
-``extra_logs["reward_timeout"]``.
+``extra_logs["reward_timeout"]`` (rewards/outcomes.py). Each answer is graded under
+$APMPO_GRADING_TIMEOUT_S, which the launcher sets from ``reward.timeout_s``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__f
 if _REPO_ROOT not in sys.path:
     sys.path.append(_REPO_ROOT)
 
+from apmpo_openrlhf.rewards.outcomes import outcome_flags  # noqa: E402
 from apmpo_openrlhf.rewards.registry import grade_label  # noqa: E402
 
 logger = logging.getLogger("apmpo_openrlhf.rewards.openrlhf_reward")
@@ -55,21 +57,15 @@ def response_from_query(query: str, prompt: str) -> str:
 
 def grade_one(query: str, prompt: str, label) -> tuple[float, dict[str, float]]:
     """(reward, extra_logs) for one sample; never raises."""
-    logs = {"reward_error": 0.0, "reward_timeout": 0.0, "reward_no_answer": 0.0}
     try:
+        # the time limit: $APMPO_GRADING_TIMEOUT_S (reward.timeout_s), read by grade_label
         score, reason = grade_label(response_from_query(query, prompt), label)
     except Exception as exc:  # noqa: BLE001 - a reward crash must not kill the rollout
         logger.warning("reward_func: scored 0 after %s: %s", type(exc).__name__, exc)
-        logs["reward_error"] = 1.0
-        return 0.0, logs
-    if reason == "timeout":
-        logs["reward_timeout"] = 1.0
-    elif reason == "no_answer":
-        logs["reward_no_answer"] = 1.0
-    elif reason.startswith("error"):
+        return 0.0, outcome_flags("error")
+    if reason.startswith("error"):
         logger.warning("reward_func: scored 0: %s", reason)
-        logs["reward_error"] = 1.0
-    return score, logs
+    return score, outcome_flags(reason)
 
 
 def reward_func(queries, prompts, labels):

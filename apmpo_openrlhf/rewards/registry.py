@@ -11,7 +11,9 @@ Labels (one JSON schema for every task; see docs/rewards.md) name the task in ``
 default the gold is ``label["answer"]`` and the function is called as ``fn(response, answer)``.
 Tasks with other gold data pass ``label_to_args`` (label dict -> a tuple of positional args
 after the response, or a dict of keyword args). ``detailed`` optionally gives a function with the same arguments returning a
-``(score, reason)`` pair, used for logging why a response scored 0.
+``(score, reason)`` pair, used for logging why a response scored 0. A grader with a per-answer time
+limit names its keyword in ``timeout_arg``: the run's ``reward.timeout_s`` is passed there on both
+backends (``RewardSpec.grade(..., timeout_s=)``, or bound once with ``RewardSpec.with_timeout``).
 
 Modules are imported lazily on first lookup: task ``name`` is looked for in
 ``apmpo_openrlhf.rewards.<module>`` (see ``_MODULES``; other names map to the module of the same
@@ -20,8 +22,10 @@ name), so a label naming a task loads its grader without importing every grader 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
+import os
 import re
 import threading
 from dataclasses import dataclass
@@ -35,6 +39,23 @@ _MODULES = {
     "arithmetic_exact": "arithmetic",
 }
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+# The per-answer grading time limit where no caller passes one: OpenRLHF's reward_func runs inside
+# the vLLM engines, whose environment the launcher sets from reward.timeout_s.
+TIMEOUT_ENV = "APMPO_GRADING_TIMEOUT_S"
+
+
+def timeout_from_env() -> float | None:
+    """$APMPO_GRADING_TIMEOUT_S in seconds (> 0), or None when it is not set."""
+    value = os.environ.get(TIMEOUT_ENV)
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise ValueError(f"{TIMEOUT_ENV} must be a number of seconds > 0, got {value!r}")
+    return seconds
 
 
 def _answer_arg(label: Mapping[str, Any]) -> tuple:
@@ -49,12 +70,26 @@ class RewardSpec:
     fn: Callable[..., float]
     label_to_args: Callable[[Mapping[str, Any]], tuple | dict]
     detailed: Callable[..., Any] | None = None
+    timeout_arg: str | None = None  # the graders' keyword for a per-answer time limit in seconds
+    timeout_s: float | None = None  # the limit grade() passes by default (None: the grader's own)
 
-    def grade(self, response: str, label: Mapping[str, Any]) -> tuple[float, str]:
-        """(score, reason) of ``response`` for ``label``; raises on a malformed label."""
+    def with_timeout(self, seconds: float | None) -> "RewardSpec":
+        """This spec grading under ``seconds`` per answer (graders without a limit ignore it)."""
+        if seconds is not None and not seconds > 0:
+            raise ValueError(f"grading time limit must be > 0 seconds, got {seconds!r}")
+        return dataclasses.replace(self, timeout_s=seconds)
+
+    def grade(self, response: str, label: Mapping[str, Any], *, timeout_s: float | None = None) -> tuple[float, str]:
+        """(score, reason) of ``response`` for ``label``; raises on a malformed label.
+
+        ``timeout_s`` (default: the spec's bound limit) goes to the grader's ``timeout_arg``.
+        """
         args = self.label_to_args(label)
         # label_to_args gives positional args (a tuple) or keyword args (a dict).
-        pos, kw = ((), args) if isinstance(args, Mapping) else (tuple(args), {})
+        pos, kw = ((), dict(args)) if isinstance(args, Mapping) else (tuple(args), {})
+        timeout_s = self.timeout_s if timeout_s is None else timeout_s
+        if timeout_s is not None and self.timeout_arg is not None:
+            kw[self.timeout_arg] = timeout_s
         if self.detailed is not None:
             score, reason = self.detailed(response, *pos, **kw)
         else:
@@ -75,8 +110,10 @@ def register_reward(
     *,
     label_to_args: Callable[[Mapping[str, Any]], tuple] | None = None,
     detailed: Callable[..., Any] | None = None,
+    timeout_arg: str | None = None,
 ) -> Callable[[Callable[..., float]], Callable[..., float]]:
-    """Decorator registering ``fn(response, *gold) -> float`` under task ``name``."""
+    """Decorator registering ``fn(response, *gold) -> float`` under task ``name``; ``timeout_arg``
+    names the keyword (of ``detailed``, else of ``fn``) that takes a time limit in seconds."""
     if not _NAME_RE.match(name):
         raise ValueError(f"reward name must match {_NAME_RE.pattern}, got {name!r}")
 
@@ -86,7 +123,7 @@ def register_reward(
             if existing is not None and existing.fn is not fn and (
                 existing.fn.__module__, existing.fn.__qualname__) != (fn.__module__, fn.__qualname__):
                 raise ValueError(f"reward {name!r} is already registered by {existing.fn.__module__}")
-            _REGISTRY[name] = RewardSpec(name, fn, label_to_args or _answer_arg, detailed)
+            _REGISTRY[name] = RewardSpec(name, fn, label_to_args or _answer_arg, detailed, timeout_arg)
         return fn
 
     return decorate
@@ -136,7 +173,11 @@ def parse_label(label: Any) -> dict[str, Any]:
     return dict(label)
 
 
-def grade_label(response: str, label: Any) -> tuple[float, str]:
-    """(score, reason) for ``response`` under ``label`` (dict or JSON text). Raises on bad labels."""
+def grade_label(response: str, label: Any, *, timeout_s: float | None = None) -> tuple[float, str]:
+    """(score, reason) for ``response`` under ``label`` (dict or JSON text). Raises on bad labels.
+
+    ``timeout_s``: per-answer time limit (default: $APMPO_GRADING_TIMEOUT_S, else the grader's own).
+    """
     label = parse_label(label)
-    return get_reward_spec(label["task"]).grade(response, label)
+    timeout_s = timeout_from_env() if timeout_s is None else timeout_s
+    return get_reward_spec(label["task"]).grade(response, label, timeout_s=timeout_s)

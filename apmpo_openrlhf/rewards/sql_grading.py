@@ -227,4 +227,4 @@ def _label_to_kwargs(label: Mapping[str, Any]) -> dict[str, Any]:
     return {"gold_sql": gold_sql, "db_path": resolve_db_path(label), "dialect": label.get("dialect", "spider")}
 
 
-register_reward("sql", label_to_args=_label_to_kwargs, detailed=grade_sql)(sql_reward)
+register_reward("sql", label_to_args=_label_to_kwargs, detailed=grade_sql, timeout_arg="timeout_s")(sql_reward)
