@@ -133,11 +133,11 @@ def rollout_correction_weights(
         filtered = ~keep
     coef = torch.where(mask, coef, 0.0)
     if seq_level:
-        rows = lengths.squeeze(-1) > 0
-        fraction = (filtered.squeeze(-1) & rows).sum() / rows.sum().clamp(min=1)
+        units, hit = lengths.squeeze(-1) > 0, filtered.squeeze(-1)
     else:
-        fraction = (filtered & mask).sum() / mask.sum().clamp(min=1)
-    return coef, fraction.to(log_w.dtype)
+        units, hit = mask, filtered
+    fraction = (hit & units).sum().to(log_w.dtype) / units.sum().clamp(min=1).to(log_w.dtype)
+    return coef, fraction
 
 
 @torch.no_grad()
