@@ -208,6 +208,12 @@ def openrlhf_argv(cfg: TrainConfig, cwd: Path | None = None, relative_reward_pat
             f"model.dtype = {m.dtype!r}: OpenRLHF trains in bfloat16 or float16 on GPUs; allowed: "
             + ", ".join(_PARAM_DTYPES) + " (float32 only on a machine without GPU, with the CPU backend)"
         )
+    if o.vllm_dtype is not None and not cpu_backend.active() and (o.vllm_dtype, m.dtype) != ("bfloat16", "bfloat16"):
+        raise ConfigError(
+            f"openrlhf.vllm_dtype = {o.vllm_dtype!r} with model.dtype = {m.dtype!r}: on GPUs OpenRLHF 0.11.2 starts every "
+            "vLLM engine in bfloat16 (trainer/ray/vllm_engine.py) and its weight sync needs the actor's dtype; leave "
+            "it null (or bfloat16 with model.dtype bfloat16). The CPU backend honours other engine dtypes"
+        )
     if alg.kl_beta > 0 and alg.kl_estimator == "k1":
         # k1 as a loss has zero expected gradient; OpenRLHF only warns, the paper uses k3.
         raise ConfigError("algorithm.kl_estimator = 'k1': as a KL *loss* it has no useful gradient; allowed: k2, k3")

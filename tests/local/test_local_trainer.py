@@ -397,3 +397,20 @@ def test_dynamic_filtering_statistics_come_from_the_chosen_batch(small_config, s
         assert r["p"] == pytest.approx(math.exp(-0.8 * want), rel=1e-5)
     if statistics == "sampled":  # the kept groups alone say something else (filtering moves the mean)
         assert any(abs(r["rollout/kept_raw_reward_mean"] - r["adaptive/mu_R"]) > 0.01 for r in trained)
+
+
+def test_rollout_correction_on_the_local_backend(small_config):
+    """Nucleus sampling makes the local sampler's distribution differ from the policy's: log pi_old -
+    log pi_sample = log(nucleus mass) <= 0 on every sampled token (about log 0.8 for the untrained
+    model). The step logs it, and truncated IS (clip into [0.9, 1.1]) lifts those weights to 0.9."""
+    cfg = small_config("max_steps=1", "checkpoint.save_hf=false", "rollout.top_p=0.8",
+                       "algorithm.rollout_correction.level=token", "algorithm.rollout_correction.mode=clip",
+                       "algorithm.rollout_correction.threshold=[0.9, 1.1]")
+    trainer = Trainer(cfg)
+    before = _weights(trainer.model)
+    trainer.fit()
+    (row,) = read_metrics(trainer.output_dir / "metrics.jsonl")
+    assert 0.05 < row["vllm_kl"] <= -math.log(0.8) + 0.03
+    assert row["mismatch/log_ratio_abs_max"] <= -math.log(0.8) + 0.03 and row["mismatch/kl_k3"] > 0.001
+    assert row["is_filter_ratio"] > 0.5
+    assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
