@@ -135,3 +135,23 @@ def test_engine_dtype_is_refused_on_gpus(monkeypatch):
         _argv("openrlhf.vllm_dtype=float32")
     assert "openrlhf.vllm_dtype" in str(e.value) and "bfloat16" in str(e.value)
     _argv("openrlhf.vllm_dtype=bfloat16")  # what OpenRLHF does anyway
+
+
+def test_compare_runs_the_new_baselines(tmp_path, capsys):
+    """`compare --methods gspo,drgrpo,cispo` (or --baselines) plans and validates a run per method and
+    seed on either preset; an unknown name is a usage error."""
+    from apmpo_openrlhf import compare
+
+    for preset in ("toy", "testbed"):
+        cc = compare.load_compare_config(compare.PRESETS[preset])
+        assert set(cc.baselines) == {"gspo", "drgrpo", "cispo"}
+        runs = compare.plan_runs(cc, compare.PRESETS[preset], ["gspo", "drgrpo", "cispo"], [0], [])
+        assert [r["method"] for r in runs] == ["gspo", "drgrpo", "cispo"]
+        assert all(f"algorithm.loss={r['method']}" in r["sets"] for r in runs)
+    out = str(tmp_path / "cmp")
+    # accepted (then nothing to plot: exit 1), comma- or space-separated, or all of them with --baselines
+    assert compare.main(["--preset", "testbed", "--methods", "gspo,drgrpo", "cispo", "--seeds", "0",
+                         "--plots-only", "--output-dir", out]) == 1
+    assert compare.main(["--baselines", "--seeds", "0", "--plots-only", "--output-dir", out]) == 1
+    assert compare.main(["--methods", "gspo,nope", "--plots-only", "--output-dir", out]) == 2
+    assert "nope" in capsys.readouterr().err
