@@ -58,12 +58,6 @@ class RegistryPolicyLoss:
         self.correction = dict(spec["rollout_correction"])
         self.experience = None
 
-    @property
-    def token_level(self) -> bool:
-        """OpenRLHF's ``token_level_loss`` for the KL and entropy terms (aggregate_loss): a token sum
-        over a global count (token mean, or sequences x budget) rather than per-sequence means."""
-        return self.policy_loss.aggregation != "sequence"
-
     def bind(self, experience) -> None:
         """The micro-batch whose per-sample values (A_i, p, eps_high) the next call uses."""
         self.experience = experience
@@ -176,7 +170,7 @@ class APMPOActorPPOTrainer(ActorPPOTrainer):
         # loss (Dr. GRPO) divides token sums by sequences x budget: aggregate_loss's token mode with
         # that as the token count.
         entry = self.actor_loss_fn.policy_loss
-        loss_batch_info = {**loss_batch_info, "token_level_loss": self.actor_loss_fn.token_level}
+        loss_batch_info = {**loss_batch_info, "token_level_loss": entry.aggregation != "sequence"}
         budget = entry.token_normaliser(self.actor_loss_fn.loss_kwargs)
         if budget is not None:
             loss_batch_info["batch_num_tokens"] = torch.as_tensor(loss_batch_info["global_batch_size"]) * budget
