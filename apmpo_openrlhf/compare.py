@@ -5,7 +5,8 @@ process, several at a time, then draws the panels of the paper's Figure 1 and wr
 summary. Two presets: ``--preset toy`` (configs/local/compare.yaml on the embedded default task,
 where every method reaches ~0.98) and ``--preset testbed`` (configs/local/compare_testbed.yaml on
 configs/local/testbed.yaml: two-digit addition graded exactly, a warm start, held-out problems).
-``--ablations`` adds Table 6's GRPO+FAC and GRPO+PMPO. Outputs in the output directory:
+``--ablations`` adds Table 6's GRPO+FAC and GRPO+PMPO, ``--baselines`` GSPO, Dr. GRPO and CISPO.
+Outputs in the output directory:
 
 * ``figure1.png``: training reward, token entropy, p, eps_high, clip fractions (mean and 95%
   t-band over seeds) and seconds per step; ``adaptive.png``: p and eps_high alone;
@@ -46,7 +47,8 @@ PRESETS = {
     "testbed": REPO_ROOT / "configs" / "local" / "compare_testbed.yaml",
 }
 COLORS = {"grpo": "tab:blue", "dapo": "tab:orange", "gmpo": "tab:green", "apmpo": "tab:red",
-          "grpo_fac": "tab:purple", "grpo_pmpo": "tab:brown"}
+          "grpo_fac": "tab:purple", "grpo_pmpo": "tab:brown", "gspo": "tab:pink", "drgrpo": "tab:gray",
+          "cispo": "tab:olive"}
 
 
 class CompareConfig(BaseModel):
@@ -59,6 +61,9 @@ class CompareConfig(BaseModel):
     methods: dict[str, dict] = Field(..., min_length=1, description="method name -> config overrides (nested mapping)")
     ablations: dict[str, dict] = Field(
         default_factory=dict, description="extra methods run with --ablations (e.g. Table 6's grpo_fac, grpo_pmpo)"
+    )
+    baselines: dict[str, dict] = Field(
+        default_factory=dict, description="extra methods run with --baselines (GSPO, Dr. GRPO, CISPO)"
     )
     title: str = Field("Local arithmetic task", description="title of the figures")
     set: list[str] = Field(default_factory=list, description="extra key=value overrides for every run")
@@ -90,7 +95,7 @@ def flatten(overrides: dict, prefix: str = "") -> list[str]:
 
 
 def all_methods(cc: CompareConfig) -> dict[str, dict]:
-    return {**cc.methods, **cc.ablations}
+    return {**cc.methods, **cc.ablations, **cc.baselines}
 
 
 def plan_runs(cc: CompareConfig, compare_path: Path, methods: list[str], seeds: list[int], extra: list[str]):
@@ -446,8 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m apmpo_openrlhf.compare",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Train GRPO, DAPO, GMPO and APMPO (and, with --ablations, GRPO+FAC and GRPO+PMPO) on a local\n"
-        "task, several seeds in parallel (each run: python -m apmpo_openrlhf.train), and write into the output\n"
+        description="Train GRPO, DAPO, GMPO and APMPO (with --ablations, GRPO+FAC and GRPO+PMPO; with --baselines,\n"
+        "GSPO, Dr. GRPO and CISPO) on a local task, several seeds in parallel (each run: python -m\n"
+        "apmpo_openrlhf.train), and write into the output\n"
         "directory: figure1.png (training reward, token entropy, p, eps_high, clip fractions, time per step;\n"
         "mean and 95% t-band over seeds), adaptive.png (p, eps_high), heldout.png (held-out Pass@k, when the\n"
         "runs evaluate held-out problems), summary.md (mean ± std per method, paired significance per pair:\n"
@@ -461,6 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
         "           (docs/local.md, 'A testbed where the methods differ')\n\n"
         "examples:\n"
         "  python -m apmpo_openrlhf.compare --preset testbed --ablations\n"
+        "  python -m apmpo_openrlhf.compare --preset testbed --methods gspo,drgrpo,cispo\n"
         "  python -m apmpo_openrlhf.compare --preset testbed --seeds 0 1 --set max_steps=50 --output-dir /tmp/tb\n"
         "  python -m apmpo_openrlhf.compare --preset testbed --plots-only   # redraw from finished runs",
     )
@@ -472,9 +479,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also run the config's ablations (testbed: grpo_fac = APMPO with p fixed at 1, i.e. GRPO + "
                    "adaptive eps_high; grpo_pmpo = APMPO with eps_high fixed at 0.2, i.e. GRPO + adaptive p; the "
                    "keys of configs/ablations/table6_components)")
+    p.add_argument("--baselines", action="store_true",
+                   help="also run the config's further baselines: gspo (GSPO, sequence-level ratio and clip), drgrpo "
+                   "(Dr. GRPO, no std, constant token normaliser), cispo (CISPO, clipped detached IS weight)")
     p.add_argument("--methods", nargs="+", default=None,
-                   help="subset of the config's methods and ablations (default: all methods, plus the ablations "
-                   "with --ablations)")
+                   help="subset of the config's methods, ablations and baselines, space or comma separated (e.g. "
+                   "--methods gspo,drgrpo,cispo; default: all methods, plus the ablations with --ablations and the "
+                   "baselines with --baselines)")
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds (default: the config's)")
     p.add_argument("--workers", type=int, default=None,
                    help="training processes at a time, one thread each (default: config, else CPU cores)")
@@ -496,12 +507,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.output_dir is not None:
             cc.output_dir = args.output_dir
         table = all_methods(cc)
-        methods = args.methods or [*cc.methods, *(cc.ablations if args.ablations else [])]
+        methods = [m for item in args.methods for m in item.split(",") if m] if args.methods else [
+            *cc.methods, *(cc.ablations if args.ablations else []), *(cc.baselines if args.baselines else [])]
         unknown = [m for m in methods if m not in table]
         if unknown:
             raise ConfigError(f"--methods: {unknown} not in the compare config (known: {list(table)})")
         if args.ablations and not cc.ablations:
             raise ConfigError(f"--ablations: {config_path} defines no ablations")
+        if args.baselines and not cc.baselines:
+            raise ConfigError(f"--baselines: {config_path} defines no baselines")
         if args.workers is not None and args.workers < 1:
             raise ConfigError(f"--workers={args.workers}: must be >= 1")
         runs = plan_runs(cc, config_path, methods, args.seeds or cc.seeds, args.overrides)

@@ -66,7 +66,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         choices=["auto", "float32", "bfloat16", "float16"],
         help="dtype of the log-prob inputs; auto: bfloat16 on CUDA, float32 on CPU (losses accumulate in fp32)",
     )
-    ap.add_argument("--losses", default="grpo,dapo,gmpo,apmpo", help="comma-separated registry names; grpo is always included")
+    ap.add_argument("--losses", default="grpo,dapo,gmpo,apmpo",
+                    help=f"comma-separated registry names ({', '.join(POLICY_LOSSES)}); grpo is always included")
     ap.add_argument("--repeats", type=int, default=50, help="timed forward+backward repetitions per loss (median and min are reported; default 50)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed repetitions before timing (also triggers compilation; default 3)")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile measurements")
@@ -129,7 +130,15 @@ def make_inputs(n: int, t: int, dtype: torch.dtype, device: torch.device, seed: 
 
 def loss_step(name: str, inputs: dict, fn: Callable) -> Callable[[], None]:
     """One forward + backward of a loss on a fresh leaf copy of the log-probs."""
-    extra = {"p": inputs["p"], "eps_high": inputs["eps_high"]} if POLICY_LOSSES[name].adaptive else {}
+    from apmpo_openrlhf.config import TrainConfig
+
+    entry = POLICY_LOSSES[name]
+    # the registry's default hyper-parameters (Dr. GRPO's token budget: the batch's width)
+    width = inputs["log_probs"].shape[1]
+    cfg = TrainConfig().model_copy(update={"rollout": TrainConfig().rollout.model_copy(update={"max_new_tokens": width})})
+    extra = entry.parameters(cfg)
+    if entry.adaptive:
+        extra.update(p=inputs["p"], eps_high=inputs["eps_high"])
 
     def step() -> None:
         leaf = inputs["log_probs"].detach().requires_grad_(True)

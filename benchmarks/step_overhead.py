@@ -31,8 +31,7 @@ from apmpo_openrlhf.local.trainer import Trainer  # noqa: E402
 
 def use_method(trainer: Trainer, method: str) -> None:
     trainer.loss = get_policy_loss(method)
-    trainer.loss_kwargs = trainer.cfg.algorithm.model_copy(update={"loss": method}).loss_kwargs()
-    trainer.kl_aggregation = "token" if trainer.loss.divisor == "num_tokens" else "sequence"
+    trainer.loss_kwargs = trainer.loss.parameters(trainer.cfg)
 
 
 def main() -> int:

@@ -14,7 +14,7 @@ import torch
 from ._validation import check_choice, check_range
 
 KL_ESTIMATORS = ("k1", "k2", "k3")
-KL_AGGREGATIONS = ("sequence", "token")
+KL_AGGREGATIONS = ("sequence", "token", "budget")
 # |log pi - log pi_ref| beyond this is clamped before exp(-d): e^20 ~ 5e8 is finite in fp32 and
 # fp16-safe after the fp32 upcast; such tokens still get a (large) restoring gradient.
 MAX_ABS_KL_LOG_RATIO = 20.0
@@ -58,12 +58,14 @@ def kl_penalty(
     aggregation: str = "sequence",
     num_sequences: int | float | torch.Tensor | None = None,
     num_tokens: int | float | torch.Tensor | None = None,
+    token_budget: int | float | None = None,
 ) -> torch.Tensor:
     """:func:`kl_per_token` aggregated like the policy term it is added to.
 
     ``aggregation="sequence"`` averages tokens within each sequence and divides the sum by
-    ``num_sequences`` (GRPO, GMPO, APMPO); ``"token"`` divides the token sum by ``num_tokens``
-    (DAPO). Multiply by beta outside.
+    ``num_sequences`` (GRPO, GMPO, APMPO, GSPO); ``"token"`` divides the token sum by ``num_tokens``
+    (DAPO, CISPO); ``"budget"`` divides the token sum by ``num_sequences * token_budget`` (Dr. GRPO's
+    constant normaliser). Multiply by beta outside.
     """
     check_choice("aggregation", aggregation, KL_AGGREGATIONS)
     kl = kl_per_token(log_probs, ref_log_probs, action_mask, estimator)
@@ -73,7 +75,13 @@ def kl_penalty(
         if num_tokens is not None:
             check_range("num_tokens", float(num_tokens), 0.0, None, low_inclusive=False)
         return kl.sum() / divisor
-    per_seq = kl.sum(-1) / mask.sum(-1).clamp(min=1)
     if num_sequences is not None:
         check_range("num_sequences", float(num_sequences), 0.0, None, low_inclusive=False)
-    return per_seq.sum() / (per_seq.shape[0] if num_sequences is None else num_sequences)
+    n = kl.shape[0] if num_sequences is None else num_sequences
+    if aggregation == "budget":
+        if token_budget is None:
+            raise ValueError("token_budget is required with aggregation='budget'")
+        check_range("token_budget", float(token_budget), 0.0, None, low_inclusive=False)
+        return kl.sum() / (n * token_budget)
+    per_seq = kl.sum(-1) / mask.sum(-1).clamp(min=1)
+    return per_seq.sum() / n

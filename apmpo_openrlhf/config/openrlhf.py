@@ -49,6 +49,13 @@ class OpenRLHFSection(BaseModel):
     vllm_sync_backend: Literal["nccl", "gloo"] = Field("nccl", description="actor -> vLLM weight sync backend")
     vllm_enforce_eager: bool = Field(False, description="disable CUDA graphs in vLLM (less memory, slower)")
     vllm_enable_prefix_caching: bool = Field(False, description="vLLM prefix caching")
+    vllm_dtype: Literal["float32", "bfloat16"] | None = Field(
+        None,
+        description="dtype of the vLLM engines (null: OpenRLHF's choice, the actor's dtype on the CPU backend). The CPU "
+        "backend honours it (the actor's weights are cast when the engine receives them: a float32 actor with a "
+        "bfloat16 engine is the GPU set-up's mismatch, see algorithm.rollout_correction); on GPUs OpenRLHF 0.11.2 "
+        "always starts its engines in bfloat16, so only null or bfloat16 (with model.dtype bfloat16) is accepted",
+    )
     check_weight_sync: bool = Field(
         False,
         description="after every weight sync, compare each vLLM engine's log-probs of a fixed sequence with the "

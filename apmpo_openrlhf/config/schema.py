@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..algorithms.adaptive import validate_adaptive_options
+from ..algorithms.registry import LOSS_SPECIFIC_KEYS, POLICY_LOSSES, get_policy_loss, readers_of
+from ..algorithms.rollout_correction import correction_band
 from .local import LocalSection
 from .openrlhf import OpenRLHFSection
 
@@ -21,7 +23,8 @@ class Section(BaseModel):
 
 
 class AdaptiveSection(Section):
-    """PMPO exponent and FAC clip bound (SPEC.md 3); only the ``apmpo`` loss uses them."""
+    """PMPO exponent and FAC clip bound (SPEC.md 3): the ``apmpo`` loss trains with them; every run logs
+    them as ``adaptive/*`` for comparison."""
 
     scope: Literal["batch", "group"] = Field("batch", description="statistics over the rollout batch or per prompt group")
     gamma: float = Field(0.8, ge=0, description="sensitivity of p to the mean reward (Eq. 4)")
@@ -41,17 +44,84 @@ class AdaptiveSection(Section):
         return self
 
 
+def _changed_keys(value, default, key: str) -> list[str]:
+    """``key = value`` for each (sub-)key whose value differs from the default."""
+    if isinstance(value, BaseModel):
+        return [f"{key}.{k} = {v!r}" for k, v in value.model_dump().items() if v != getattr(default, k)]
+    return [] if value == default else [f"{key} = {value!r}"]
+
+
+class RolloutCorrectionSection(Section):
+    """Rollout/trainer mismatch: OpenRLHF 0.11.2's ``--algo.advantage.is_correction_*`` options, applied
+    to every loss of the registry (docs/algorithms.md, "Rollout/trainer mismatch")."""
+
+    level: Literal["off", "token", "seq"] = Field(
+        "off", description="off, token (each token's statistic is gated) or seq (the sequence mean: a rejection "
+        "filter, mask only)"
+    )
+    mode: Literal["mask", "clip"] = Field(
+        "mask", description="mask drops out-of-band units (ICEPOP; survivors keep their weight pi_old/pi_rollout); "
+        "clip clamps each token's weight into the band (truncated IS, TIS; level token, gating ratio)"
+    )
+    gating: Literal["ratio", "binary_kl", "tv"] = Field(
+        "ratio", description="statistic the gate reads: the weight pi_old/pi_rollout, or the sampled token's "
+        "binary KL / total variation between the two policies (an upper bound only)"
+    )
+    threshold: list[float] = Field(
+        [0.5, 5.0], min_length=1, max_length=2,
+        description="[low, high] band of the gated statistic, or [high] for an upper bound only",
+    )
+    measure: bool = Field(
+        True, description="log the mismatch every step (vllm_kl, mismatch/*); on the openrlhf backend this keeps "
+        "vLLM's log-probs of the sampled tokens (see docs/openrlhf.md); needed when level is not off"
+    )
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _yaml_off(cls, value):
+        return "off" if value is False else value  # YAML 1.1 reads a bare `off` as false
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RolloutCorrectionSection":
+        correction_band(self.level, self.mode, self.gating, self.threshold)
+        if self.level == "off":
+            defaults = RolloutCorrectionSection.model_construct()
+            unused = [f"{k} = {getattr(self, k)!r}" for k in ("mode", "gating", "threshold")
+                      if getattr(self, k) != getattr(defaults, k)]
+            if unused:
+                raise ValueError(f"{', '.join(unused)} has no effect while level is 'off' (set level: token or seq)")
+        if self.level != "off" and not self.measure:
+            raise ValueError("measure=false with level != 'off': the correction needs the rollout log-probs")
+        return self
+
+
 class AlgorithmSection(Section):
-    loss: Literal["grpo", "dapo", "gmpo", "apmpo"] = Field("apmpo", description="policy loss from the registry")
+    loss: Literal[tuple(POLICY_LOSSES)] = Field(
+        "apmpo", description="policy loss from the registry (apmpo_openrlhf/algorithms/registry.py)"
+    )
     advantage_std: Literal["population", "unbiased"] = Field("population", description="std of Eq. 2")
     advantage_delta: float = Field(1e-6, gt=0, description="delta of Eq. 2")
     adaptive: AdaptiveSection = Field(default_factory=AdaptiveSection)
     clip: Literal["asymmetric", "symmetric"] = Field("asymmetric", description="APMPO clip (Eq. 7 / Eq. 81)")
-    eps_low: float = Field(0.2, ge=0, lt=1, description="lower clip bound 1 - eps_low")
+    eps_low: float = Field(0.2, ge=0, lt=1, description="lower clip bound 1 - eps_low (grpo, dapo, drgrpo, apmpo)")
     eps_high: float | None = Field(
-        None, ge=0, description="upper clip bound for grpo/dapo (default 0.2 / 0.28); apmpo takes it from `adaptive`"
+        None, ge=0, description="upper clip bound of grpo / dapo / drgrpo (null: 0.2 / 0.28 / 0.2); apmpo takes it "
+        "from `adaptive`"
     )
     gmpo_clip: float = Field(0.4, gt=0, description="GMPO's log-space clip c")
+    gspo_eps_low: float = Field(3e-4, ge=0, lt=1, description="GSPO: lower bound 1 - eps of the sequence ratio (paper: 3e-4)")
+    gspo_eps_high: float = Field(4e-4, ge=0, description="GSPO: upper bound 1 + eps of the sequence ratio (paper: 4e-4)")
+    cispo_eps_high: float = Field(
+        0.28, ge=0, description="CISPO: the importance weight is clipped at 1 + eps (the paper tunes it and gives no "
+        "value; 0.28 is DAPO's clip-higher)"
+    )
+    cispo_eps_low: float | None = Field(
+        None, ge=0, lt=1, description="CISPO: lower bound 1 - eps of the importance weight (null: none, as the paper)"
+    )
+    drgrpo_token_budget: int | None = Field(
+        None, ge=1, description="Dr. GRPO: the constant token normaliser L of sum_t / L (null: rollout.max_new_tokens, "
+        "the generation budget)"
+    )
     kl_beta: float = Field(0.001, ge=0, description="KL loss coefficient (0 disables the reference model)")
     kl_estimator: Literal["k1", "k2", "k3"] = Field("k3", description="KL estimator")
     dynamic_filtering: bool = Field(False, description="drop groups whose rewards are all equal (DAPO)")
@@ -65,20 +135,28 @@ class AlgorithmSection(Section):
         None, ge=1, description="DAPO overlong shaping: penalty ramp length in tokens (None = off)"
     )
     overlong_penalty_factor: float = Field(1.0, ge=0, description="DAPO overlong shaping: maximum penalty")
+    rollout_correction: RolloutCorrectionSection = Field(default_factory=RolloutCorrectionSection)
 
-    def effective_eps_high(self) -> float:
-        """The fixed upper clip bound of grpo/dapo."""
-        if self.eps_high is not None:
-            return self.eps_high
-        return 0.28 if self.loss == "dapo" else 0.2
-
-    def loss_kwargs(self) -> dict:
-        """Keyword arguments for ``get_policy_loss(self.loss)`` apart from tensors, p/eps_high and divisor."""
-        if self.loss == "gmpo":
-            return {"clip": self.gmpo_clip}
-        if self.loss == "apmpo":
-            return {"eps_low": self.eps_low, "clip": self.clip}
-        return {"eps_low": self.eps_low, "eps_high": self.effective_eps_high()}
+    @model_validator(mode="after")
+    def _loss_specific_keys(self) -> "AlgorithmSection":
+        """A loss-specific key (one that some registry entry reads) that the chosen loss does not read
+        is refused when set to anything but its default: it would be accepted and have no effect."""
+        entry = get_policy_loss(self.loss)
+        problems = []
+        for key in LOSS_SPECIFIC_KEYS:
+            if key in entry.reads:
+                continue
+            changed = _changed_keys(getattr(self, key), type(self).model_fields[key].get_default(
+                call_default_factory=True), f"algorithm.{key}")
+            if not changed:
+                continue
+            line = (f"{', '.join(changed)} has no effect with loss {self.loss!r} (algorithm.{key} is read by "
+                    f"{', '.join(readers_of(key))})")
+            hint = entry.hints.get(key)
+            problems.append(f"{line}; {hint}" if hint else f"{line}; remove it or choose one of those losses")
+        if problems:
+            raise ValueError("\n  ".join(problems))
+        return self
 
 
 class ModelSection(Section):
@@ -227,8 +305,6 @@ class TrainConfig(Section):
                 f"train.micro_batch_size={self.train.micro_batch_size} must divide "
                 f"train.train_batch_size={self.train.train_batch_size}"
             )
-        if self.algorithm.loss != "apmpo" and self.algorithm.clip == "symmetric":
-            raise ValueError("algorithm.clip='symmetric' applies to the apmpo loss only")
         return self
 
     @property

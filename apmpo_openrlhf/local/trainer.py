@@ -19,7 +19,13 @@ from pathlib import Path
 
 import torch
 
-from ..algorithms import adaptive_parameters, get_policy_loss, group_advantages, kl_penalty, rollout_reward_summary
+from ..algorithms import (
+    adaptive_parameters,
+    get_policy_loss,
+    rollout_correction_weights,
+    rollout_mismatch,
+    rollout_reward_summary,
+)
 from ..config import TRAIN_CONFIG_FILE, TrainConfig, save_config
 from ..rewards.outcomes import OutcomeCounter
 from ..rewards.registry import get_reward_spec
@@ -136,9 +142,8 @@ class Trainer:
         self.ref_model = None
         if cfg.algorithm.kl_beta > 0:
             self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
-        self.loss = get_policy_loss(cfg.algorithm.loss)
-        self.loss_kwargs = cfg.algorithm.loss_kwargs()
-        self.kl_aggregation = "token" if self.loss.divisor == "num_tokens" else "sequence"
+        self.loss = get_policy_loss(cfg.algorithm.loss)  # everything about the loss comes from its entry
+        self.loss_kwargs = self.loss.parameters(cfg)
         self.prompts = build_prompt_source(cfg)
         self.eval_prompts = build_eval_prompts(cfg)
         self.eval_enabled = bool(cfg.eval.at_step0 or cfg.eval.every_steps)
@@ -231,6 +236,7 @@ class Trainer:
         rollout = generate(
             self.model, self.tokenizer, texts, [rec["label"] for rec in records], r.n_samples_per_prompt,
             r.temperature, r.top_p, r.max_new_tokens, r.max_prompt_len, GENERATION_CHUNK_PROMPTS,
+            record_log_probs=cfg.algorithm.rollout_correction.measure,
         )
         return rollout, self.grade(rollout.responses, rollout.labels)
 
@@ -299,13 +305,16 @@ class Trainer:
         ``algorithm.adaptive_statistics`` is ``kept``."""
         cfg, a = self.cfg, self.cfg.algorithm
         G = cfg.rollout.n_samples_per_prompt
-        adv = group_advantages(self.shaped_rewards(rollout, rewards), G, a.advantage_std, a.advantage_delta)
+        adv = self.loss.advantages(self.shaped_rewards(rollout, rewards), G, a.advantage_std, a.advantage_delta)
         batch = sampled_rewards if a.adaptive_statistics == "sampled" else None
+        # every run logs the adaptive statistics (adaptive/*); only an adaptive loss trains with them
         ada = adaptive_parameters(rewards, G, **a.adaptive.model_dump(), batch_rewards=batch)
         self.model.eval()
         old_lp, entropy = self.reference_log_probs(self.model, rollout, with_entropy=True)
         ref_lp = self.reference_log_probs(self.ref_model, rollout, False)[0] if self.ref_model is not None else None
         mask = rollout.action_mask
+        correction = a.rollout_correction
+        sample_lp = rollout.sample_log_probs
         self.model.train()
 
         n = rewards.numel()
@@ -316,8 +325,7 @@ class Trainer:
         grad_norms, losses, kls = [], [], []
         for start in range(0, n, tb):
             batch = perm[start : start + tb]
-            count = batch.numel() if self.loss.divisor == "num_sequences" else int(mask[batch].sum())
-            count = max(count, 1)
+            count = max(self.loss.step_count(batch.numel(), int(mask[batch].sum())), 1)
             self.optimizer.zero_grad(set_to_none=True)
             step_loss = step_kl = 0.0
             for ms in range(0, batch.numel(), mb):
@@ -331,6 +339,13 @@ class Trainer:
                 if self.loss.adaptive:
                     kwargs["p"] = ada.p[rows]
                     kwargs["eps_high"] = ada.eps_high[rows]
+                extra: dict[str, float] = {}
+                if correction.level != "off":
+                    kwargs["is_weights"], filtered = rollout_correction_weights(
+                        old_lp[rows], sample_lp[rows], mask[rows], correction.level, correction.mode,
+                        correction.gating, correction.threshold,
+                    )
+                    extra["is_filter_ratio"] = float(filtered)
                 loss, metrics = self.loss(lp, old_lp[rows], adv[rows], mask[rows], **kwargs)
                 total = loss
                 if ref_lp is not None:
@@ -341,7 +356,7 @@ class Trainer:
                 step_loss += float(loss.detach())
                 w = float(mask[rows].sum())
                 weight_total += w
-                for k, v in metrics.items():
+                for k, v in [*metrics.items(), *extra.items()]:
                     sums[k] = sums.get(k, 0.0) + float(v) * w
             grad_norms.append(float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)))
             self.optimizer.step()
@@ -356,22 +371,21 @@ class Trainer:
             kl=sum(kls) / len(kls),
             grad_norm=sum(grad_norms) / len(grad_norms),
             lr=self.scheduler.get_last_lr()[0],
-            fss=float(ada.fss.mean()),
-            mu_R=float(ada.mu.mean()),
-            sigma_R=float(ada.sigma.mean()),
             optimizer_steps=len(losses),
             response_length=float(rollout.response_lengths.float().mean()),
         )
+        # the batch statistics under the OpenRLHF backend's names (experience.py)
+        out.update({f"adaptive/{k}": v for k, v in ada.summary().items()})
+        if sample_lp is not None:
+            out.update(rollout_mismatch(old_lp, sample_lp, mask))
         return out
 
     def kl_loss(self, log_probs: torch.Tensor, ref_log_probs: torch.Tensor, mask: torch.Tensor, count) -> torch.Tensor:
         """KL term of one micro-batch (SPEC.md 4; multiply by beta), aggregated like the policy term
-        over the ``count`` sequences (DAPO: tokens) of its optimizer step: the core's ``kl_penalty``,
-        which the OpenRLHF actor uses too (openrlhf_adapter/actor.py)."""
-        divisor = "num_sequences" if self.kl_aggregation == "sequence" else "num_tokens"
-        return kl_penalty(
-            log_probs, ref_log_probs, mask, self.cfg.algorithm.kl_estimator, self.kl_aggregation, **{divisor: count}
-        )
+        over the ``count`` sequences (or tokens) of its optimizer step: the registry entry's
+        ``kl_penalty``, which the OpenRLHF actor reproduces (openrlhf_adapter/actor.py)."""
+        return self.loss.kl_penalty(log_probs, ref_log_probs, mask, self.cfg.algorithm.kl_estimator,
+                                    self.loss_kwargs, count)
 
     def train_step(self) -> dict:
         t0 = time.perf_counter()
@@ -493,9 +507,13 @@ def _concat(parts: list[Rollout], tokenizer) -> Rollout:
         seqs.append(torch.nn.functional.pad(s, (lp, rp), value=pad))
         ams.append(torch.nn.functional.pad(r.attention_mask, (lp, rp), value=0))
         masks.append(torch.nn.functional.pad(r.action_mask, (0, rp), value=False))
+    sample_lp = None
+    if all(r.sample_log_probs is not None for r in parts):
+        sample_lp = torch.cat([torch.nn.functional.pad(r.sample_log_probs, (0, T - r.action_mask.shape[1]))
+                               for r in parts])
     return Rollout(
         torch.cat(seqs), torch.cat(ams), torch.cat(masks), P,
-        [t for r in parts for t in r.responses], [lab for r in parts for lab in r.labels],
+        [t for r in parts for t in r.responses], [lab for r in parts for lab in r.labels], sample_lp,
     )
 
 

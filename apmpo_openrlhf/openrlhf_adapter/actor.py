@@ -1,14 +1,16 @@
 """The policy-loss swap inside OpenRLHF's PPO-Ray actor (runs in every actor rank's process).
 
 - :class:`RegistryPolicyLoss` stands in for OpenRLHF's ``PolicyLoss`` (same call signature and
-  5-tuple result) and evaluates a loss of the core registry (``grpo``, ``dapo``, ``gmpo``,
-  ``apmpo``) with per-sample A_i, p and eps_high from ``Experience.info`` and the *global*
-  sequence (or token) count of the optimizer step as divisor.
+  5-tuple result) and evaluates a loss of the core registry with the entry's parameters
+  (``args.apmpo["loss_kwargs"]``), per-sample A_i, p and eps_high from ``Experience.info``, the
+  *global* sequence (or token) count of the optimizer step as divisor and, with
+  ``algorithm.rollout_correction``, the importance weights pi_old / pi_rollout from OpenRLHF's
+  ``rollout_log_probs`` (the core's ``rollout_correction_weights``).
 - :class:`APMPOActorPPOTrainer` is OpenRLHF's ``ActorPPOTrainer`` with that loss. Its
   ``training_step`` binds the current micro-batch to the loss, makes the KL loss the core's
   (``kl_per_token`` in place of OpenRLHF's ``compute_approx_kl``, which clamps k3 at 10) and asks
-  OpenRLHF's ``aggregate_loss`` for the same aggregation as the policy term (sequence mean, or
-  token mean for DAPO), so the KL loss (k3, beta) and the entropy are aggregated consistently.
+  OpenRLHF's ``aggregate_loss`` for the entry's aggregation (sequence mean; token mean; token sum
+  over sequences x budget), so the KL loss (k3, beta) and the entropy are aggregated like the policy term.
 - :class:`APMPOPolicyModelActor` is the Ray actor class the driver hands to OpenRLHF.
 
 Divisor: OpenRLHF gives every micro-batch of an optimizer step ``global_batch_size`` and
@@ -29,7 +31,7 @@ from openrlhf.trainer.ray import ppo_actor as ppo_actor_module
 from openrlhf.trainer.ray.ppo_actor import ActorPPOTrainer, PolicyModelActor
 from openrlhf.utils.loss_utils import get_loss_batch_info
 
-from ..algorithms import get_policy_loss, kl_per_token
+from ..algorithms import get_policy_loss, kl_per_token, rollout_correction_weights
 from .experience import INFO_ADVANTAGE, INFO_EPS_HIGH, INFO_P
 
 
@@ -53,8 +55,7 @@ class RegistryPolicyLoss:
         self.spec = spec
         self.policy_loss = get_policy_loss(spec["loss"])
         self.loss_kwargs = dict(spec["loss_kwargs"])
-        # DAPO is a token-level mean; GRPO, GMPO and APMPO average per sequence.
-        self.token_level = self.policy_loss.divisor == "num_tokens"
+        self.correction = dict(spec["rollout_correction"])
         self.experience = None
 
     def bind(self, experience) -> None:
@@ -84,11 +85,24 @@ class RegistryPolicyLoss:
         if self.policy_loss.adaptive:
             kwargs["p"] = info_tensor(experience, INFO_P, device)
             kwargs["eps_high"] = info_tensor(experience, INFO_EPS_HIGH, device)
-        if self.token_level:
-            if batch_num_tokens is not None:
-                kwargs["num_tokens"] = torch.as_tensor(batch_num_tokens, dtype=torch.float32) / dp_size
-        elif global_batch_size is not None:
-            kwargs["num_sequences"] = torch.as_tensor(global_batch_size, dtype=torch.float32) / dp_size
+        # The global count of the step (OpenRLHF divides it by gas already); a budget loss's
+        # batch_num_tokens is N x budget (training_step), its divisor the sequence count N.
+        count = batch_num_tokens if self.policy_loss.divisor == "num_tokens" else global_batch_size
+        if count is not None:
+            kwargs[self.policy_loss.divisor] = torch.as_tensor(count, dtype=torch.float32) / dp_size
+        if self.correction["level"] != "off":
+            if rollout_log_probs is None:
+                raise RuntimeError(
+                    "algorithm.rollout_correction is on but the experience has no rollout_log_probs (OpenRLHF keeps "
+                    "vLLM's log-probs only with --algo.advantage.is_correction_level set)"
+                )
+            weights, filtered = rollout_correction_weights(
+                old_log_probs, rollout_log_probs.to(old_log_probs.device), action_mask, self.correction["level"],
+                self.correction["mode"], self.correction["gating"], self.correction["threshold"],
+            )
+            kwargs["is_weights"] = weights
+            # OpenRLHF's name: the fraction of tokens (sequences at level seq) clipped or masked
+            experience.info["is_filter_ratio"] = filtered.detach().float()
         loss, metrics = self.policy_loss(log_probs, old_log_probs, seq_adv, action_mask, **kwargs)
 
         # Token-weighted 0-d metrics: OpenRLHF logs every Experience.info entry (0-d = token mean).
@@ -99,6 +113,7 @@ class RegistryPolicyLoss:
             mask = action_mask.bool()
             log_ratio = (log_probs - old_log_probs).float()
             ppo_kl = torch.where(mask, -log_ratio, torch.zeros_like(log_ratio)).sum() / mask.sum().clamp(min=1)
+        # vllm_kl is measured once per step over the whole batch on the controller (experience.py)
         return loss, clip_ratio, ppo_kl, None, None
 
 
@@ -132,11 +147,6 @@ class APMPOActorPPOTrainer(ActorPPOTrainer):
         spec = getattr(self.args, "apmpo", None)
         if spec is None:
             raise RuntimeError("args.apmpo is missing: start training through `python -m apmpo_openrlhf.train`")
-        if self.args.algo.advantage.is_correction_level != "off":
-            raise ValueError(
-                "algo.advantage.is_correction_level must be 'off' with the APMPO extension (its losses use "
-                "pi_old from the actor's own forward pass)"
-            )
         if getattr(self.args.algo.kl, "unbiased_gradient", False):
             raise ValueError(
                 "algo.kl.unbiased_gradient is not supported with the APMPO extension: the KL loss is the core's "
@@ -156,8 +166,14 @@ class APMPOActorPPOTrainer(ActorPPOTrainer):
         else:
             self.close_window_after(step)
         # OpenRLHF passes loss_batch_info to the policy loss *and* to aggregate_loss (KL, entropy):
-        # fixing the aggregation here keeps the KL term aggregated like the policy term.
-        loss_batch_info = {**loss_batch_info, "token_level_loss": self.actor_loss_fn.token_level}
+        # fixing the aggregation here keeps the KL term aggregated like the policy term. A budget
+        # loss (Dr. GRPO) divides token sums by sequences x budget: aggregate_loss's token mode with
+        # that as the token count.
+        entry = self.actor_loss_fn.policy_loss
+        loss_batch_info = {**loss_batch_info, "token_level_loss": entry.aggregation != "sequence"}
+        budget = entry.token_normaliser(self.actor_loss_fn.loss_kwargs)
+        if budget is not None:
+            loss_batch_info["batch_num_tokens"] = torch.as_tensor(loss_batch_info["global_batch_size"]) * budget
         self.actor_loss_fn.bind(experience)
         try:
             with core_kl_estimator(experience.action_mask):

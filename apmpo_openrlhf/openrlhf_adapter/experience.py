@@ -1,10 +1,13 @@
-"""Advantages and adaptive statistics on the controller, over the whole rollout batch.
+"""Advantages, adaptive statistics and the rollout/trainer mismatch on the controller, over the whole
+rollout batch.
 
 :class:`APMPOExperienceMaker` extends OpenRLHF's ``RemoteExperienceMaker``: the model forwards
 (old and reference log-probs) are OpenRLHF's; ``compute_advantages_and_returns`` is replaced so
-that all four methods share SPEC.md 2's group advantage (population std + delta, from the core's
-``group_advantages``) and APMPO's p / eps_high (SPEC.md 3, the core's ``adaptive_parameters``) are
-computed once over the rollout batch, *before* OpenRLHF slices it across data-parallel ranks.
+that every loss gets its registry entry's advantage (SPEC.md 2's group advantage, population std +
+delta; Dr. GRPO's centred one) and APMPO's p / eps_high (SPEC.md 3, the core's
+``adaptive_parameters``), computed once over the rollout batch, *before* OpenRLHF slices it across
+data-parallel ranks. The mismatch between vLLM's log-probs of the sampled tokens and the actor's
+(``Experience.rollout_log_probs`` vs ``action_log_probs``) is measured here too, once per step.
 
 Per-sample values reach the actors through ``Experience.info`` (the only channel that survives
 concat / split / replay-buffer collation): ``p``, ``eps_high`` (what the loss uses) and
@@ -25,7 +28,7 @@ from openrlhf.trainer.ppo_utils.experience import Experience
 from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
 from openrlhf.trainer.ppo_utils.length_penalty import apply_length_penalties
 
-from ..algorithms import adaptive_parameters, get_policy_loss, group_advantages, rollout_reward_summary
+from ..algorithms import adaptive_parameters, get_policy_loss, rollout_mismatch, rollout_reward_summary
 
 # Keys this extension writes into Experience.info (read by actor.py).
 INFO_P = "p"
@@ -44,15 +47,6 @@ def data_parallel_unit(args, group_size: int) -> int:
     """Samples per step must be a multiple of this (whole prompt groups, the same number of whole
     training micro-batches on every DP rank); see :meth:`APMPOExperienceMaker.split_rollout_samples`."""
     return math.lcm(group_size, data_parallel_size(args) * args.train.micro_batch_size)
-
-
-def fixed_loss_parameters(spec: dict) -> tuple[float, float]:
-    """(p, eps_high) of a non-adaptive loss, for logging: GRPO/DAPO average with p = 1, GMPO is the
-    geometric mean (p -> 0, logged as 0) with ratio bound e^c - 1."""
-    kwargs = spec["loss_kwargs"]
-    if spec["loss"] == "gmpo":
-        return 0.0, float(torch.expm1(torch.tensor(kwargs["clip"], dtype=torch.float64)))
-    return 1.0, float(kwargs["eps_high"])
 
 
 def rollout_statistics(
@@ -78,11 +72,20 @@ class APMPOExperienceMaker(RemoteExperienceMaker):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.spec = self.args.apmpo
-        get_policy_loss(self.spec["loss"])  # fail early on an unknown loss name
+        self.loss = get_policy_loss(self.spec["loss"])  # fails early on an unknown loss name
         self.last_stats: dict[str, float] = {}
         # Raw rewards of every group sampled for the next batch, dropped ones included (set by the
         # trainer's sample-generator hook, consumed by the next compute_advantages_and_returns).
         self.sampled_rewards: torch.Tensor | None = None
+        # The batch's rollout/trainer mismatch (make_experience), logged with the next statistics.
+        self.mismatch_stats: dict[str, float] = {}
+
+    @torch.no_grad()
+    def make_experience(self, samples_list: list[Experience]) -> list[Experience]:
+        """OpenRLHF's model forwards, then the mismatch between vLLM's and the actor's log-probs."""
+        experiences = super().make_experience(samples_list)
+        self.mismatch_stats = self.measure_mismatch(experiences)
+        return experiences
 
     def split_rollout_samples(self, rollout_samples):
         """OpenRLHF's rollout micro-batches, made per DP rank so that every rank gets as many samples.
@@ -146,17 +149,14 @@ class APMPOExperienceMaker(RemoteExperienceMaker):
 
         raw_rewards = prompt_order(raw)
         shaped_rewards = prompt_order([e.rewards for e in experiences])
-        advantages = group_advantages(
+        advantages = self.loss.advantages(
             shaped_rewards, group_size, std=self.spec["advantage_std"], delta=self.spec["advantage_delta"]
         )
         sampled, self.sampled_rewards = self.sampled_rewards, None
         stats, params = rollout_statistics(raw_rewards, group_size, self.spec, sampled)
-        if get_policy_loss(self.spec["loss"]).adaptive:
-            p_used, eps_used = params.p, params.eps_high
-        else:
-            p_fixed, eps_fixed = fixed_loss_parameters(self.spec)
-            p_used = torch.full_like(params.p, p_fixed)
-            eps_used = torch.full_like(params.eps_high, eps_fixed)
+        p_used, eps_used = self.loss.used_parameters(self.spec["loss_kwargs"], params)
+        stats.update(self.mismatch_stats)
+        self.mismatch_stats = {}
         self.last_stats = stats
 
         def per_experience(values: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -179,3 +179,26 @@ class APMPOExperienceMaker(RemoteExperienceMaker):
             experience.info["return"] = shaped.clone()
             experience.kl = None
         return experiences
+
+    def measure_mismatch(self, experiences: list[Experience]) -> dict[str, float]:
+        """vLLM's log-probs of the sampled tokens against the actor's (pi_rollout vs pi_old) over the
+        whole batch (the core's ``rollout_mismatch``). Without a correction the rollout log-probs are
+        dropped afterwards: they are not shipped to the actors."""
+        correction = self.spec["rollout_correction"]
+        if not correction["measure"]:
+            return {}
+        missing = [i for i, e in enumerate(experiences) if e.rollout_log_probs is None]
+        if missing:
+            raise RuntimeError(
+                "algorithm.rollout_correction.measure is on but OpenRLHF kept no rollout log-probs (vLLM returns "
+                "them only with --algo.advantage.is_correction_level set: was the command line built by "
+                "apmpo_openrlhf.openrlhf_adapter.arguments.openrlhf_argv?)"
+            )
+        mask = torch.cat([e.action_mask.bool().flatten() for e in experiences])
+        old = torch.cat([e.action_log_probs.float().flatten() for e in experiences])
+        rollout = torch.cat([e.rollout_log_probs.float().flatten() for e in experiences])
+        stats = rollout_mismatch(old, rollout, mask)
+        if correction["level"] == "off":
+            for e in experiences:
+                e.rollout_log_probs = None
+        return stats

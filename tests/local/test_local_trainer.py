@@ -20,8 +20,10 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 REQUIRED = [
-    "step", "reward_mean", "reward_std", "entropy", "p", "eps_high", "fss", "clip_frac_high",
-    "clip_frac_low", "response_length", "step_time_s",
+    "step", "reward_mean", "reward_std", "entropy", "p", "eps_high", "clip_frac_high", "clip_frac_low",
+    "response_length", "step_time_s", "adaptive/p", "adaptive/eps_high", "adaptive/fss", "adaptive/mu_R",
+    "adaptive/sigma_R", "vllm_kl", "mismatch/kl_k3", "mismatch/log_ratio_abs_mean", "mismatch/log_ratio_abs_max",
+    "mismatch/ratio_outside_2x",
 ]
 TIMING = {"step_time_s", "elapsed_s"}
 
@@ -47,6 +49,11 @@ def test_short_run_writes_metrics_and_changes_the_model(small_config):
         # APMPO with exp schedule: p = exp(-0.8 mu_R), eps_high from tanh(FSS) (SPEC.md 3).
         assert r["p"] == pytest.approx(math.exp(-0.8 * r["reward_mean"]), rel=1e-5)
         assert 0.2 - 1e-6 <= r["eps_high"] <= 0.4 + 1e-6
+        assert (r["adaptive/p"], r["adaptive/eps_high"]) == pytest.approx((r["p"], r["eps_high"]), rel=1e-6)
+        assert r["adaptive/mu_R"] == pytest.approx(r["reward_mean"], rel=1e-6)
+        # The sampler is the trained model itself (same weights, dtype and temperature, top_p 1): the
+        # mismatch is float noise of cached decoding against one full forward.
+        assert 0 <= r["mismatch/log_ratio_abs_max"] < 1e-4 and r["mismatch/ratio_outside_2x"] == 0.0
     after = trainer.model.state_dict()
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert len(changed) == len(before), f"unchanged parameters: {set(before) - set(changed)}"
@@ -168,8 +175,11 @@ def test_killed_process_resumes_from_its_last_checkpoint(small_config, small_ove
         ["algorithm.adaptive.p_schedule=fixed", "algorithm.adaptive.p_fixed=0.5", "algorithm.adaptive.fss=inv_sigma",
          "algorithm.adaptive.eps_schedule=fixed", "algorithm.adaptive.eps_fixed=0.3", "algorithm.kl_estimator=k2",
          "algorithm.advantage_std=unbiased", "train.warmup_steps=2"],
+        ["algorithm.loss=gspo"],
+        ["algorithm.loss=drgrpo"],
+        ["algorithm.loss=cispo"],
     ],
-    ids=["grpo", "dapo-dynamic", "gmpo-nokl", "apmpo-group-linear", "apmpo-fixed"],
+    ids=["grpo", "dapo-dynamic", "gmpo-nokl", "apmpo-group-linear", "apmpo-fixed", "gspo", "drgrpo", "cispo"],
 )
 def test_every_loss_and_adaptive_option_trains(small_config, overrides):
     cfg = small_config("max_steps=2", "checkpoint.save_hf=false", *overrides)
@@ -189,6 +199,12 @@ def test_every_loss_and_adaptive_option_trains(small_config, overrides):
             assert r["eps_high"] == pytest.approx(0.28) and r["groups_kept"] <= cfg.rollout.prompts_per_step
         elif loss == "gmpo":
             assert r["kl"] == 0.0 and r["eps_high"] == pytest.approx(math.expm1(0.4), rel=1e-5)
+        elif loss == "gspo":  # the paper's sequence-level clip range
+            assert r["p"] == 0.0 and (r["eps_low"], r["eps_high"]) == pytest.approx((3e-4, 4e-4))
+        elif loss in ("drgrpo", "cispo"):
+            assert r["p"] == 1.0 and r["eps_high"] == pytest.approx({"drgrpo": 0.2, "cispo": 0.28}[loss])
+        if loss != "apmpo":  # the adaptive statistics are logged for every method, for comparison
+            assert r["adaptive/p"] == pytest.approx(math.exp(-0.8 * r["adaptive/mu_R"]), rel=1e-5)
     if cfg.algorithm.adaptive.p_schedule == "fixed" and loss == "apmpo":
         assert all(r["p"] == pytest.approx(0.5) and r["eps_high"] == pytest.approx(0.3) for r in rows)
     if any(r["optimizer_steps"] for r in rows):
@@ -376,7 +392,25 @@ def test_dynamic_filtering_statistics_come_from_the_chosen_batch(small_config, s
         assert r["rollout/kept_num_groups"] == r["groups_kept"]
         want = r["rollout/raw_reward_mean" if statistics == "sampled" else "rollout/kept_raw_reward_mean"]
         want_std = r["rollout/raw_reward_std" if statistics == "sampled" else "rollout/kept_raw_reward_std"]
-        assert r["mu_R"] == pytest.approx(want, rel=1e-5) and r["sigma_R"] == pytest.approx(want_std, rel=1e-5)
+        assert r["adaptive/mu_R"] == pytest.approx(want, rel=1e-5)
+        assert r["adaptive/sigma_R"] == pytest.approx(want_std, rel=1e-5)
         assert r["p"] == pytest.approx(math.exp(-0.8 * want), rel=1e-5)
     if statistics == "sampled":  # the kept groups alone say something else (filtering moves the mean)
-        assert any(abs(r["rollout/kept_raw_reward_mean"] - r["mu_R"]) > 0.01 for r in trained)
+        assert any(abs(r["rollout/kept_raw_reward_mean"] - r["adaptive/mu_R"]) > 0.01 for r in trained)
+
+
+def test_rollout_correction_on_the_local_backend(small_config):
+    """Nucleus sampling makes the local sampler's distribution differ from the policy's: log pi_old -
+    log pi_sample = log(nucleus mass) <= 0 on every sampled token (about log 0.8 for the untrained
+    model). The step logs it, and truncated IS (clip into [0.9, 1.1]) lifts those weights to 0.9."""
+    cfg = small_config("max_steps=1", "checkpoint.save_hf=false", "rollout.top_p=0.8",
+                       "algorithm.rollout_correction.level=token", "algorithm.rollout_correction.mode=clip",
+                       "algorithm.rollout_correction.threshold=[0.9, 1.1]")
+    trainer = Trainer(cfg)
+    before = _weights(trainer.model)
+    trainer.fit()
+    (row,) = read_metrics(trainer.output_dir / "metrics.jsonl")
+    assert 0.05 < row["vllm_kl"] <= -math.log(0.8) + 0.03
+    assert row["mismatch/log_ratio_abs_max"] <= -math.log(0.8) + 0.03 and row["mismatch/kl_k3"] > 0.001
+    assert row["is_filter_ratio"] > 0.5
+    assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())

@@ -18,8 +18,12 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
-LOSSES = ["grpo", "dapo", "gmpo", "apmpo"]
+LOSSES = ["grpo", "dapo", "gmpo", "apmpo", "gspo", "drgrpo", "cispo"]
 G = 4
+# The training step of these losses runs with the rollout correction (rollout log-probs off pi_old):
+# a power mean, a budget-normalised loss at sequence level, a sequence-ratio loss.
+CORRECTED = {"apmpo": ("token", "clip", "ratio", [0.5, 2.0]), "drgrpo": ("seq", "mask", "ratio", [0.7, 1.5]),
+             "gspo": ("token", "mask", "ratio", [0.5, 2.0])}
 
 
 def _free_port() -> int:
@@ -185,11 +189,13 @@ def actors(process_group, tiny_model_dir, make_openrlhf_args):
 
 
 def perturbed_rollout(actor, args, seed):
-    """Old log-probs moved off the current policy: r != 1, where the four losses differ (SPEC.md 5)."""
+    """Old log-probs moved off the current policy: r != 1, where the losses differ (SPEC.md 5); and
+    rollout log-probs (vLLM's) off the old ones, as a mismatched engine gives them."""
     experiences = rollout_experiences(actor, args, seed=seed)
     gen = torch.Generator().manual_seed(seed + 100)
     for e in experiences:
         e.action_log_probs = e.action_log_probs + 0.3 * torch.randn(e.action_log_probs.shape, generator=gen)
+        e.rollout_log_probs = e.action_log_probs + 0.5 * torch.randn(e.action_log_probs.shape, generator=gen)
     return experiences
 
 
@@ -226,7 +232,12 @@ def test_training_step_with_each_loss(loss, actors):
 
     cfg, args, actor = actors[2]
     assert type(actor.trainer) is APMPOActorPPOTrainer
-    cfg = cfg.model_copy(update={"algorithm": cfg.algorithm.model_copy(update={"loss": loss})})
+    algorithm = cfg.algorithm.model_copy(update={"loss": loss})
+    if loss in CORRECTED:
+        level, mode, gating, threshold = CORRECTED[loss]
+        algorithm.rollout_correction = algorithm.rollout_correction.model_copy(
+            update={"level": level, "mode": mode, "gating": gating, "threshold": threshold})
+    cfg = cfg.model_copy(update={"algorithm": algorithm})
     spec = algorithm_spec(cfg).as_dict()
     # The same constructor APMPOActorPPOTrainer.__init__ uses, for this loss
     actor.trainer.actor_loss_fn = RegistryPolicyLoss(spec)
@@ -248,7 +259,11 @@ def test_training_step_with_each_loss(loss, actors):
     if loss == "apmpo":
         assert status["p"] == pytest.approx(torch.exp(torch.tensor(-0.8 * 5 / 8)).item(), rel=1e-5)
     else:
-        assert status["p"] == (0.0 if loss == "gmpo" else 1.0)
+        assert status["p"] == (0.0 if loss in ("gmpo", "gspo") else 1.0)
+    # the correction was applied: OpenRLHF's is_filter_ratio (clipped / masked units) is logged
+    assert ("is_filter_ratio" in status) == (loss in CORRECTED)
+    if loss in CORRECTED:
+        assert 0 < status["is_filter_ratio"] < 1
 
 
 def fp32_master(actor) -> torch.Tensor:
@@ -289,7 +304,7 @@ def local_layout(experiences):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("loss", ["apmpo", "dapo"])  # sequence-mean and token-mean aggregation
+@pytest.mark.parametrize("loss", ["apmpo", "dapo", "drgrpo"])  # sequence, token and budget aggregation
 def test_kl_loss_is_the_cores_on_both_backends(loss, process_group, tiny_model_dir, make_openrlhf_args, tmp_path):
     """One KL definition (SPEC.md 4, the core's exact k3): a real OpenRLHF actor step (ZeRO-3,
     bf16) and the local trainer's KL term give the same KL value and the same parameter gradient
@@ -305,8 +320,9 @@ def test_kl_loss_is_the_cores_on_both_backends(loss, process_group, tiny_model_d
     from openrlhf.models.utils import compute_approx_kl
 
     lr = 0.05
+    budget = ["algorithm.drgrpo_token_budget=16"] if loss == "drgrpo" else []  # the same L on both backends
     _, args, actor = build_actor(make_openrlhf_args, tiny_model_dir, loss, micro_batch_size=2 * G,
-                                 extra=["train.grad_clip=1000", f"train.lr={lr}"], optimizer="sgd")
+                                 extra=["train.grad_clip=1000", f"train.lr={lr}", *budget], optimizer="sgd")
     experiences = rollout_experiences(actor, args, seed=7)
     offset = 0
     for e in experiences:
@@ -328,12 +344,12 @@ def test_kl_loss_is_the_cores_on_both_backends(loss, process_group, tiny_model_d
     grad_openrlhf = (before - fp32_master(actor)) / lr
 
     cfg = load_config(REPO / "configs" / "local" / "default.yaml",
-                      [f"model.path={tiny_model_dir}", f"algorithm.loss={loss}", "algorithm.kl_beta=1",
+                      [f"model.path={tiny_model_dir}", f"algorithm.loss={loss}", "algorithm.kl_beta=1", *budget,
                        f"output_dir={tmp_path / 'local'}", "local.progress_bar=false", "logging.tensorboard=false"])
     trainer = Trainer(cfg)
     trainer.model.train()
     lp, _ = token_log_probs(trainer.model, seqs, attn, prompt_len, cfg.rollout.temperature)
-    count = len(seqs) if loss == "apmpo" else int(mask.sum())
+    count = trainer.loss.step_count(len(seqs), int(mask.sum()))
     kl_local = trainer.kl_loss(lp, ref, mask, count)
     grads = torch.autograd.grad(kl_local, list(trainer.model.parameters()), retain_graph=True)
     grad_local = torch.cat([g.flatten() for g in grads])
@@ -352,6 +368,8 @@ def test_kl_loss_is_the_cores_on_both_backends(loss, process_group, tiny_model_d
     clamped = compute_approx_kl(lp, ref, kl_estimator="k3")
     if loss == "apmpo":
         clamped_kl = ((clamped * mask).sum(-1) / mask.sum(-1)).sum() / count
+    elif loss == "drgrpo":
+        clamped_kl = (clamped * mask).sum() / (count * trainer.loss_kwargs["token_budget"])
     else:
         clamped_kl = (clamped * mask).sum() / count
     grad_clamped = torch.cat([g.flatten() for g in torch.autograd.grad(clamped_kl, list(trainer.model.parameters()))])

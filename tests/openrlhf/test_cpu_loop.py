@@ -11,6 +11,7 @@ run writes, as a user reads them.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import shutil
@@ -88,7 +89,9 @@ def scalars(event_file: Path) -> dict[str, dict[int, float]]:
 STEP_METRICS = ("train/adaptive/p", "train/adaptive/eps_high", "train/adaptive/fss", "train/adaptive/mu_R",
                 "train/clip_frac_high", "train/clip_frac_low", "train/p", "train/eps_high", "train/kl",
                 "train/rollout/reward_mean", "train/reward/graded", "train/reward/timeouts",
-                "train/weight_sync/max_abs_logprob_diff", "train/weight_sync/max_abs_logprob_change")
+                "train/weight_sync/max_abs_logprob_diff", "train/weight_sync/max_abs_logprob_change",
+                "train/vllm_kl", "train/mismatch/kl_k3", "train/mismatch/log_ratio_abs_max",
+                "train/mismatch/ratio_outside_2x")
 
 
 def learned(logs: dict[str, dict[int, float]], step: int) -> bool:
@@ -131,6 +134,9 @@ def test_apmpo_loop_evaluates_checkpoints_and_resumes(tmp_path, ray_tmp):
         assert 0.2 <= first["train/adaptive/eps_high"][step] <= 0.4
         assert first["train/reward/graded"][step] == SAMPLES_PER_STEP
         assert first["train/kl"][step] >= 0  # k3, reference model
+        # float32 engine and actor: the sampled tokens' log-probs agree but for vLLM's min_tokens=1,
+        # which leaves EOS out of the first token's distribution (measured: mean |d| 6e-4, max 0.01)
+        assert first["train/mismatch/log_ratio_abs_max"][step] < 0.1 and first["train/vllm_kl"][step] < 0.01
     assert (out / "final_model" / "model.safetensors").is_file()
 
     # Second invocation, the config as it is (3 steps): resumes from global_step2, runs step 3 only.
@@ -146,12 +152,22 @@ def test_apmpo_loop_evaluates_checkpoints_and_resumes(tmp_path, ray_tmp):
 
 
 def test_grpo_step(tmp_path, ray_tmp):
+    """GRPO with a genuine rollout/trainer mismatch and its correction. Nucleus sampling (top_p 0.8):
+    vLLM samples from the renormalised nucleus, so pi_rollout = pi_old / mass on every sampled token
+    and log(pi_old / pi_rollout) = log(mass), about log 0.8 for this untrained model. The metrics
+    report it, truncated IS (clip into [0.9, 1.1]) lifts those weights to 0.9 and the run trains."""
     out = tmp_path / "grpo"
-    train(ray_tmp, f"output_dir={out}", "max_steps=1", "algorithm.loss=grpo", "eval.at_step0=false")
+    train(ray_tmp, f"output_dir={out}", "max_steps=1", "algorithm.loss=grpo", "eval.at_step0=false",
+          "rollout.top_p=0.8", "algorithm.rollout_correction.level=token", "algorithm.rollout_correction.mode=clip",
+          "algorithm.rollout_correction.threshold=[0.9, 1.1]")
     logs = scalars(event_files(out)[0])
     check_steps(logs, [1])
     # GRPO: the fixed clip bound 0.2 and p = 1 (token mean per sequence), whatever the batch statistics
     assert logs["train/p"][1] == pytest.approx(1.0) and logs["train/eps_high"][1] == pytest.approx(0.2)
+    # measured: vllm_kl 0.218 (mean of -log mass), |d| <= 0.226 (with the first token's min_tokens shift)
+    assert 0.05 < logs["train/vllm_kl"][1] <= -math.log(0.8) + 0.03
+    assert logs["train/mismatch/log_ratio_abs_mean"][1] > 0.05 and logs["train/mismatch/kl_k3"][1] > 0.001
+    assert logs["train/is_filter_ratio"][1] > 0.5  # weights ~0.8 clamped to 0.9
 
 
 def _free_port_base() -> int:

@@ -209,7 +209,8 @@ def test_dynamic_filtering_and_overlong_shaping(make_openrlhf_args, make_rollout
 
 def test_fixed_losses_carry_their_constant_parameters(make_openrlhf_args, make_rollout_samples, torch_generator):
     rewards = torch.bernoulli(torch.full((6 * G,), 0.5), generator=torch_generator)
-    for loss, p_want, eps_want in (("grpo", 1.0, 0.2), ("dapo", 1.0, 0.28), ("gmpo", 0.0, math.expm1(0.4))):
+    for loss, p_want, eps_want in (("grpo", 1.0, 0.2), ("dapo", 1.0, 0.28), ("gmpo", 0.0, math.expm1(0.4)),
+                                   ("gspo", 0.0, 4e-4), ("drgrpo", 1.0, 0.2), ("cispo", 1.0, 0.28)):
         _, args = make_openrlhf_args(
             ["rollout.prompts_per_step=6", "train.train_batch_size=12", "train.micro_batch_size=2", f"algorithm.loss={loss}"]
         )
@@ -218,6 +219,53 @@ def test_fixed_losses_carry_their_constant_parameters(make_openrlhf_args, make_r
         assert list(per_sample(experiences, INFO_EPS_HIGH).values()) == pytest.approx([eps_want] * len(rewards), rel=1e-6)
         # the adaptive statistics are still logged for comparison across methods
         assert maker.last_stats["adaptive/mu_R"] == pytest.approx(float(rewards.mean()))
+        # the registry entry's advantage: Dr. GRPO only centres the group rewards (no std)
+        adv = per_sample(experiences, INFO_ADVANTAGE)
+        groups = rewards.view(-1, G)
+        want = groups - groups.mean(-1, keepdim=True)
+        if loss != "drgrpo":
+            want = torch.tensor(reference(rewards.tolist(), rewards.tolist())[0]).view(-1, G)
+        assert [adv[i] for i in range(len(rewards))] == pytest.approx(want.flatten().tolist(), rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.parametrize("level", ["off", "token"])
+def test_mismatch_is_measured_over_the_whole_batch(level, make_openrlhf_args, make_rollout_samples, torch_generator):
+    """vLLM's log-probs (Experience.rollout_log_probs) against the actor's, over every valid token of
+    the batch (OpenRLHF's own micro-batch padding included); without a correction the rollout
+    log-probs are dropped afterwards (not shipped to the actors), with one they stay."""
+    extra = [] if level == "off" else [f"algorithm.rollout_correction.level={level}"]
+    _, args = make_openrlhf_args(["rollout.prompts_per_step=6", "train.train_batch_size=12",
+                                  "train.micro_batch_size=2", *extra])
+    assert args.algo.advantage.is_correction_level == "token"  # OpenRLHF keeps vLLM's log-probs either way
+    rewards = torch.bernoulli(torch.full((6 * G,), 0.5), generator=torch_generator)
+    samples = make_rollout_samples(rewards, torch_generator)
+    olds, rollouts = [], []
+    for sample in samples:
+        old = -2.0 + 0.5 * torch.randn(sample.action_mask.shape, generator=torch_generator)
+        rollout = old + 0.7 * torch.randn(old.shape, generator=torch_generator)
+        sample.action_log_probs, sample.rollout_log_probs = old, rollout
+        mask = sample.action_mask.bool()
+        olds.append(old[mask])
+        rollouts.append(rollout[mask])
+    maker = make_maker(args)
+    experiences = maker.split_rollout_samples(samples)
+    stats = maker.measure_mismatch(experiences)
+    d = (torch.cat(olds) - torch.cat(rollouts)).double()
+    assert stats["vllm_kl"] == pytest.approx(float((-d).mean()), rel=1e-5)
+    assert stats["mismatch/kl_k3"] == pytest.approx(float((torch.expm1(d) - d).mean()), rel=1e-5)
+    assert stats["mismatch/log_ratio_abs_max"] == pytest.approx(float(d.abs().max()), rel=1e-6)
+    assert stats["mismatch/ratio_outside_2x"] == pytest.approx(float((d.abs() > math.log(2)).double().mean()))
+    assert all((e.rollout_log_probs is None) == (level == "off") for e in experiences)
+    maker.mismatch_stats = stats
+    maker.compute_advantages_and_returns(experiences)
+    assert maker.last_stats["vllm_kl"] == stats["vllm_kl"]
+
+
+def test_mismatch_without_rollout_log_probs_is_an_error(base_args, make_rollout_samples, torch_generator):
+    maker = make_maker(base_args)
+    experiences = maker.split_rollout_samples(make_rollout_samples(torch.ones(6 * G), torch_generator))
+    with pytest.raises(RuntimeError, match="is_correction_level"):
+        maker.measure_mismatch(experiences)
 
 
 @pytest.mark.parametrize("statistics", ["sampled", "kept"])

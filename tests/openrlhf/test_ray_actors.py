@@ -82,6 +82,8 @@ def _rollout(n_prompts, group, seed):
                 rewards=torch.tensor([r]), scores=torch.tensor([r]), response_length=torch.tensor([response_len]),
                 truncated=torch.tensor([False]), total_length=torch.tensor([float(total)]),
                 info={"reward": torch.tensor([r]), "score": torch.tensor([r])},
+                # vLLM's log-probs of the sampled tokens (the step measures the rollout/trainer mismatch)
+                rollout_log_probs=-4.0 + 0.1 * torch.randn(1, total - 1, generator=gen),
             )
         )
     return samples
@@ -135,7 +137,8 @@ def test_trainer_and_policy_actor_run_a_controller_step(local_ray, tiny_model_di
     for key in ("policy_loss", "actor_grad_norm", "clip_frac_high", "clip_frac_low", "p", "eps_high",
                 "entropy_loss", "adaptive/p", "adaptive/eps_high", "adaptive/fss", "adaptive/mu_R",
                 "adaptive/sigma_R", "rollout/reward_mean", "rollout/reward_std", "rollout/groups_all_0",
-                "rollout/groups_all_1", "rollout/response_length_mean", "timing/ppo_train"):
+                "rollout/groups_all_1", "rollout/response_length_mean", "timing/ppo_train", "vllm_kl",
+                "mismatch/kl_k3"):
         assert key in status, (key, sorted(status))
     assert status["actor_grad_norm"] > 0
     # KL loss against the reference actor's log-probs: the same weights, so k3 is ~0 on the first
