@@ -32,6 +32,7 @@ from openrlhf.trainer.ray.ppo_actor import ActorPPOTrainer, PolicyModelActor
 from openrlhf.utils.loss_utils import get_loss_batch_info
 
 from ..algorithms import get_policy_loss, kl_per_token, rollout_correction_weights
+from .entropy_logging import logged_entropy_without_graph
 from .experience import INFO_ADVANTAGE, INFO_EPS_HIGH, INFO_P
 
 
@@ -176,7 +177,7 @@ class APMPOActorPPOTrainer(ActorPPOTrainer):
             loss_batch_info["batch_num_tokens"] = torch.as_tensor(loss_batch_info["global_batch_size"]) * budget
         self.actor_loss_fn.bind(experience)
         try:
-            with core_kl_estimator(experience.action_mask):
+            with core_kl_estimator(experience.action_mask), logged_entropy_without_graph(self.args.actor.entropy_coef):
                 return super().training_step(experience, kl_ctl, step, loss_batch_info)
         finally:
             self.actor_loss_fn.bind(None)

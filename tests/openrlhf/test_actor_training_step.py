@@ -479,3 +479,31 @@ def test_every_optimizer_step_has_exactly_the_gradient_of_its_own_samples(
         assert float((log["weights"][k] - before).norm()) <= 0.02 * moved, k
         # ... and the same gradient (bf16 forward/backward over other micro-batch shapes: measured <= 0.8%)
         assert float((grads[k] - ref_grad).norm() / ref_grad.norm()) < 0.05, k
+
+
+@pytest.mark.slow
+def test_the_logged_entropy_is_computed_without_a_graph(actors, monkeypatch):
+    """entropy_coef 0 (the mapping's: logged, never optimised): the actor's training step computes the
+    entropy it logs with the chunked no-grad function, not OpenRLHF's full-vocabulary softmax with
+    autograd (issue 17); its value equals OpenRLHF's (tests/openrlhf/test_entropy_logging.py)."""
+    from apmpo_openrlhf.openrlhf_adapter import entropy_logging
+
+    _, args, actor = actors[2]
+    assert args.actor.entropy_coef == 0
+    seen = []
+    real = entropy_logging.cheap_entropy
+
+    def spy(logits):
+        out = real(logits)
+        seen.append((logits.requires_grad, out.requires_grad))
+        return out
+
+    monkeypatch.setattr(entropy_logging, "cheap_entropy", spy)
+    actor.trainer.replay_buffer.clear()
+    for e in perturbed_rollout(actor, args, seed=7):
+        actor.append(e)
+    with cpu_shims("cpu"):
+        status = actor.fit(kl_ctl=args.algo.kl.init_coef)
+    micro_batches = len(seen)
+    assert micro_batches >= 2 and all(logits_grad and not out_grad for logits_grad, out_grad in seen), seen
+    assert status["entropy_loss"] > 0
