@@ -318,10 +318,16 @@ def _patch_param_dtype() -> None:
 
 
 def _patch_sleep_mode() -> None:
-    """DeepSpeed's side of sleep mode (the vLLM side is the engine's actor class, driver-side)."""
-    from .sleep_contract import install_deepspeed_contract
+    """DeepSpeed's side of sleep mode (the vLLM side is the engine's actor class, driver-side); in
+    vLLM's worker process, its CPU worker's "sleep mode is not supported on CPU, ignore it" warning
+    (the engine's state is kept and enforced by sleep_contract.py; only host memory is not freed)."""
+    import sys
+
+    from .sleep_contract import install_deepspeed_contract, quiet_cpu_worker_sleep
 
     install_deepspeed_contract()
+    if "vllm.v1.worker.cpu_worker" in sys.modules:
+        quiet_cpu_worker_sleep(sys.modules["vllm.v1.worker.cpu_worker"].CPUWorker)
 
 
 def install_worker_shims() -> bool:

@@ -126,7 +126,7 @@ class EngineSleepState:
         if level == 0:
             return
         if self.sleeping:  # vLLM: "Executor is already sleeping." -- the awake tags stay awake
-            logger.warning("%s: sleep(level=%d) while partly asleep changes nothing (vLLM ignores it): %s",
+            logger.debug("%s: sleep(level=%d) while partly asleep changes nothing (vLLM ignores it): %s",
                            self.name, level, self.describe())
             return
         self.sleeping = set(ENGINE_TAGS)
@@ -138,10 +138,10 @@ class EngineSleepState:
         executor_tags = None if tags is None else [t for t in tags if t != SCHEDULING_TAG]
         if executor_tags is None or executor_tags:
             if not self.sleeping:
-                logger.warning("%s: wake_up(%s) while no tag sleeps changes nothing", self.name, tags)
+                logger.debug("%s: wake_up(%s) while no tag sleeps changes nothing", self.name, tags)
             elif executor_tags and any(t not in self.sleeping for t in executor_tags):
                 # vLLM warns "Tag ... is not in sleeping tags" and returns without waking any tag
-                logger.warning("%s: wake_up(%s) names a tag that is not asleep (%s): nothing woken",
+                logger.debug("%s: wake_up(%s) names a tag that is not asleep (%s): nothing woken",
                                self.name, tags, self.describe())
             else:
                 self.sleeping -= set(ENGINE_TAGS if executor_tags is None else executor_tags)
@@ -211,6 +211,24 @@ class _ContractedLLM:
         if last is not None and len(rpc_args) > last and rpc_args[last]:
             self._state.weights_discarded = False  # the last tensor of a complete broadcast arrived
         return result
+
+
+def quiet_cpu_worker_sleep(worker_class) -> None:
+    """vLLM's CPU worker warns at every sleep / wake_up that sleep mode is ignored; here its state is
+    kept above it (:class:`_ContractedLLM`), so say that once instead."""
+    if getattr(worker_class, "_apmpo_sleep_contract", False):
+        return
+
+    def sleep(self, level: int = 1) -> None:
+        logger.debug("vLLM CPU worker: sleep(level=%d): host memory stays allocated (sleep_contract.py)", level)
+
+    def wake_up(self, tags=None) -> None:
+        logger.debug("vLLM CPU worker: wake_up(tags=%s) (sleep_contract.py)", tags)
+
+    logger.info("vLLM CPU worker: sleep mode frees no host memory; the engine's sleep state is kept and "
+                "enforced by apmpo_openrlhf's sleep_contract.py")
+    worker_class.sleep, worker_class.wake_up = sleep, wake_up
+    worker_class._apmpo_sleep_contract = True
 
 
 class SleepContractRolloutActorImpl(RolloutRayActor.__ray_actor_class__):

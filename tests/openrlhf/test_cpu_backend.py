@@ -26,6 +26,7 @@ from apmpo_openrlhf.openrlhf_adapter.synthetic_inputs import with_synthetic_inpu
 
 REPO = Path(__file__).resolve().parents[2]
 CPU_CONFIG = REPO / "configs" / "local" / "openrlhf_cpu.yaml"
+COLOCATED_CONFIG = REPO / "configs" / "local" / "openrlhf_cpu_colocated.yaml"
 GPU_CONFIG = REPO / "configs" / "math" / "qwen2.5-math-1.5b-instruct" / "apmpo.yaml"
 
 # What the shims replace, as "module:attribute" (or "module:Class.attribute").
@@ -128,12 +129,46 @@ def test_weight_sync_group_broadcasts_over_loopback(tmp_path, monkeypatch):
 
 def test_cuda_only_settings_are_refused_naming_each_key():
     with pytest.raises(ConfigError) as err:
-        cpu_backend.check_config(load_config(GPU_CONFIG))
-    for key in ("openrlhf.colocate_all", "openrlhf.vllm_enable_sleep", "openrlhf.ds_enable_sleep",
-                "openrlhf.vllm_sync_backend", "model.attn_implementation"):
-        assert key in str(err.value)
-    assert "configs/local/openrlhf_cpu.yaml" in str(err.value)
-    cpu_backend.check_config(load_config(CPU_CONFIG))  # the CPU layout passes
+        cpu_backend.check_config(load_config(GPU_CONFIG))  # the paper's layout as it is
+    message = str(err.value)
+    for key in ("openrlhf.vllm_sync_backend", "model.attn_implementation"):
+        assert key in message
+    assert "CUDA IPC" in message  # colocate_all + nccl: the weights would go by CUDA IPC handles
+    # colocate_all and both sleep modes work on the CPU (sleep_contract.py): not refused
+    for key in ("openrlhf.colocate_all", "openrlhf.vllm_enable_sleep", "openrlhf.ds_enable_sleep"):
+        assert key not in message
+    assert "configs/local/openrlhf_cpu.yaml" in message and "openrlhf_cpu_colocated.yaml" in message
+    with pytest.raises(ConfigError, match="openrlhf.packing_samples = true needs flash attention"):
+        cpu_backend.check_config(load_config(CPU_CONFIG, ["openrlhf.packing_samples=true"]))
+    cpu_backend.check_config(load_config(CPU_CONFIG))  # the CPU layouts pass
+    colocated = load_config(COLOCATED_CONFIG)
+    cpu_backend.check_config(colocated)
+    o = colocated.openrlhf
+    assert o.colocate_all and o.vllm_enable_sleep and o.ds_enable_sleep and o.zero_stage == 3
+
+
+def test_colocated_config_overrides_only_what_the_cpu_forces():
+    """configs/local/openrlhf_cpu_colocated.yaml is the paper's layout (openrlhf_4xa100.yaml) with
+    only the keys docs/openrlhf.md lists changed."""
+    layout = load_config(REPO / "configs" / "defaults" / "openrlhf_4xa100.yaml").model_dump()
+    colocated = load_config(COLOCATED_CONFIG).model_dump()
+    changed = {f"{section}.{key}" for section in ("model", "openrlhf")
+               for key in layout[section] if layout[section][key] != colocated[section][key]}
+    assert changed == {"model.dtype", "model.attn_implementation", "openrlhf.num_gpus_per_node",
+                       "openrlhf.vllm_num_engines", "openrlhf.vllm_sync_backend", "openrlhf.vllm_enforce_eager",
+                       "openrlhf.rollout_micro_batch_size", "openrlhf.check_weight_sync"}
+    assert colocated["model"]["path"] is None  # the tiny model (synthetic_inputs.py), the schema's default
+    docs = (REPO / "docs" / "openrlhf.md").read_text()
+    for key in sorted(changed):
+        assert f"`{key}`" in docs, f"docs/openrlhf.md does not list the override {key}"
+
+
+def test_placement_of_the_colocated_layout(tmp_path):
+    cfg = with_synthetic_inputs(load_config(COLOCATED_CONFIG, [f"output_dir={tmp_path}"]), create=False)
+    args, _ = validate_with_openrlhf(openrlhf_argv(cfg))
+    # one bundle per actor rank, shared by its reference rank and its engine (OpenRLHF's colocate_all)
+    assert args.train.colocate_all and cpu_backend.placement_gpus(args) == 2
+    assert args.vllm.enable_sleep and args.ds.enable_sleep
 
 
 def test_ray_start_on_cpu_and_unchanged_elsewhere(monkeypatch, tmp_path):
