@@ -6,8 +6,8 @@
 # cluster set RAY_HEAD_IP to the head's address on the private cluster network (a public address is
 # refused). On a machine without GPU, NUM_GPUS=3 gives OpenRLHF's placement groups logical GPU slots
 # (one actor, one reference model, one vLLM engine in configs/local/openrlhf_cpu.yaml, all on the CPU).
-# A second node on this machine (launch/ray_worker.sh with RAY_HEAD_IP=127.0.0.1) needs
-# RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1 here too, and then a network namespace with only loopback.
+# A loopback head (the default) keeps every socket on 127.0.0.1 and still takes a second node of
+# this machine (launch/ray_worker.sh with RAY_HEAD_IP=127.0.0.1, in a namespace with only loopback).
 source "$(dirname "$0")/common.sh"
 if [[ "$(cluster_address RAY_HEAD_IP "${RAY_HEAD_IP}")" == "loopback" ]]; then
   # Ray binds to 127.0.0.1 only with this off (one node); a node on another address cannot join.

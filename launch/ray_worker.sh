@@ -13,7 +13,7 @@
 # differ from the head's (the extra flags above).
 # Stop it with RAY_TMP_DIR=<its RAY_TMP_DIR> launch/ray_stop.sh (by its recorded process ids).
 source "$(dirname "$0")/common.sh"
-: "${NODE_IP:?set NODE_IP to this node's private address}"
+: "${NODE_IP:?set NODE_IP to the address of this node on the private cluster network}"
 head_kind="$(cluster_address RAY_HEAD_IP "${RAY_HEAD_IP}")"
 node_kind="$(cluster_address NODE_IP "${NODE_IP}")"
 if [[ "${head_kind}" == "loopback" || "${node_kind}" == "loopback" ]]; then

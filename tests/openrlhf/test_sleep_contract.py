@@ -138,7 +138,8 @@ async def main(model_dir, out):
     out_ok = await attempt("generate awake", lambda: actor.generate([5, 6, 7, 8], params))
     await attempt("sleep", lambda: actor.sleep())
     await attempt("update asleep", lambda: actor.update_weight("model.norm.weight", "float32", [64], False))
-    await attempt("sleep level 2", lambda: (actor.wake_up(), actor.sleep(level=2))[1])
+    await attempt("wake all", lambda: actor.wake_up())
+    await attempt("sleep level 2", lambda: actor.sleep(level=2))
     await attempt("wake all", lambda: actor.wake_up())
     await attempt("generate after level 2", lambda: actor.generate([5, 6, 7, 8], params))
     log.append(["prompt logprobs", len(out_ok.prompt_logprobs), None, None])
@@ -174,8 +175,8 @@ def test_a_real_vllm_engine_keeps_the_contract(tiny_model_dir, tmp_path):
     assert outcomes == [
         ("sleep", "ok"), ("generate asleep", "refused"), ("wake weights", "ok"),
         ("generate weights only", "refused"), ("sleep partly asleep", "ok"), ("wake all", "ok"),
-        ("generate awake", "ok"), ("sleep", "ok"), ("update asleep", "refused"), ("sleep level 2", "ok"),
-        ("wake all", "ok"), ("generate after level 2", "refused"), ("prompt logprobs", 4),
+        ("generate awake", "ok"), ("sleep", "ok"), ("update asleep", "refused"), ("wake all", "ok"),
+        ("sleep level 2", "ok"), ("wake all", "ok"), ("generate after level 2", "refused"), ("prompt logprobs", 4),
     ]
     steps = list(log.values())
     name = "vLLM engine 3 (node local, pid "
@@ -185,7 +186,8 @@ def test_a_real_vllm_engine_keeps_the_contract(tiny_model_dir, tmp_path):
     assert steps[6][2] == {"name": steps[6][2]["name"], "sleeping": [], "scheduling_paused": False, "level": None,
                            "weights_discarded": False, "is_sleeping": False}
     assert "update_weight('model.norm.weight') while asleep" in steps[8][1] and "unmapped" in steps[8][1]
-    assert "weights discarded by sleep(level=2)" in steps[11][1]
+    assert steps[10][2]["level"] == 2 and not steps[11][2]["is_sleeping"] and steps[11][2]["weights_discarded"]
+    assert "weights discarded by sleep(level=2)" in steps[12][1]
 
 
 # ── a real DeepSpeed ZeRO-3 actor ────────────────────────────────────────────────────────────
