@@ -20,17 +20,21 @@ import sys
 import psutil
 
 
+def refuse(message: str):
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def classify(name: str, address: str) -> str:
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
-        raise SystemExit(f"error: {name}={address!r} is not an IP address (give the node's address on the "
-                         "private cluster network)") from None
+        refuse(f"{name}={address!r} is not an IP address (give the node's address on the private cluster network)")
     if ip.is_loopback:
         return "loopback"
     if ip.is_global or ip.is_multicast or ip.is_unspecified:
-        raise SystemExit(f"error: {name}={address} is a public address: Ray's ports have no authentication, "
-                         "use the node's address on a private cluster network (10.x, 172.16-31.x, 192.168.x)")
+        refuse(f"{name}={address} is a public address: Ray's ports have no authentication, use the node's "
+               "address on a private cluster network (10.x, 172.16-31.x, 192.168.x)")
     return "private"
 
 
@@ -59,10 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     others = non_loopback_addresses()
     if others:
         listed = "; ".join(f"{name}: {', '.join(ips)}" for name, ips in sorted(others.items()))
-        print(f"error: {args.why}, and this network namespace has addresses outside loopback ({listed}). "
-              "Run it in a namespace with only loopback, e.g. `unshare --net` (as root) with `ip link set lo up`.",
-              file=sys.stderr)
-        return 2
+        refuse(f"{args.why}, and this network namespace has addresses outside loopback ({listed}). "
+               "Run it in a namespace with only loopback, e.g. `unshare --net` (as root) with `ip link set lo up`.")
     return 0
 
 

@@ -9,7 +9,8 @@
 # A loopback head (the default) keeps every socket on 127.0.0.1 and still takes a second node of
 # this machine (launch/ray_worker.sh with RAY_HEAD_IP=127.0.0.1, in a namespace with only loopback).
 source "$(dirname "$0")/common.sh"
-if [[ "$(cluster_address RAY_HEAD_IP "${RAY_HEAD_IP}")" == "loopback" ]]; then
+head_kind="$(cluster_address RAY_HEAD_IP "${RAY_HEAD_IP}")"
+if [[ "${head_kind}" == "loopback" ]]; then
   # Ray binds to 127.0.0.1 only with this off (one node); a node on another address cannot join.
   export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="${RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER:-0}"
   if [[ "${RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER}" != "0" ]]; then

@@ -155,7 +155,7 @@ def test_colocated_layout_trains_resumes_on_two_nodes_and_keeps_ranks_in_step(tm
     if reason is None:
         result = resume_on_two_nodes(out, tmp_path)
         check_two_node_placement(result)
-        log = result["submit"]["out"] + result["submit"]["err"]
+        log = Path(result["submit"]["log"]).read_text()  # the job's output, as `ray job submit` follows it
     else:
         log = train(ray_tmp, out)
     assert f"Loading the checkpoint: {out / 'checkpoints' / '_actor'}" in log

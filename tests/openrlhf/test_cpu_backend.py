@@ -273,3 +273,59 @@ def test_ray_head_processes_are_recorded_and_stopped_by_pid(tmp_path):
         for proc in psutil.process_iter(["cmdline"]):
             if str(session) in (proc.info["cmdline"] or ()):
                 proc.kill()
+
+
+def test_the_cpu_backend_refuses_more_than_one_machine(tmp_path, monkeypatch):
+    """The file rendezvous (shims 3, 6) works for several Ray nodes of one host, and fails at once,
+    with the reason, where a node is on another machine (instead of waiting for peers)."""
+    import ray
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / cpu_backend.MACHINE_FILE).write_text(cpu_backend._machine_id())
+    monkeypatch.setenv(cpu_backend.RENDEZVOUS_DIR_ENV, str(run_dir))
+    assert cpu_backend._rendezvous_file("deepspeed", "k").startswith(str(run_dir))  # the driver's machine
+    (run_dir / cpu_backend.MACHINE_FILE).write_text("other-host boot 1234")
+    with pytest.raises(RuntimeError, match="belongs to 'other-host boot 1234'.*all its Ray nodes must run on one machine"):
+        cpu_backend._rendezvous_file("deepspeed", "k")
+    monkeypatch.setenv(cpu_backend.RENDEZVOUS_DIR_ENV, str(tmp_path / "absent"))  # another machine's /tmp
+    with pytest.raises(RuntimeError, match="not found on this machine.*needs GPUs"):
+        cpu_backend._rendezvous_file("weight_sync", "k")
+
+    def nodes(*hosts):
+        return lambda: [{"Alive": True, "NodeManagerHostname": h} for h in hosts] + [
+            {"Alive": False, "NodeManagerHostname": "dead-node"}]
+
+    monkeypatch.setattr(ray, "nodes", nodes("box", "box"))  # two nodes of one host
+    cpu_backend.check_one_machine()
+    monkeypatch.setattr(ray, "nodes", nodes("box", "gpu-node-2"))
+    with pytest.raises(RuntimeError, match=r"spans 2 machines \(box, gpu-node-2\)"):
+        cpu_backend.check_one_machine()
+
+
+def _launch(script: str, **env) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **env}
+    return subprocess.run([str(REPO / "launch" / script)], env=full_env, capture_output=True, text=True, timeout=60)
+
+
+def test_launch_scripts_keep_ray_off_public_addresses(tmp_path):
+    """Refused before `ray start`: a public or non-IP address, a loopback head with a private node,
+    and a second node on loopback outside a namespace whose only interface is loopback."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cluster_network", REPO / "launch" / "cluster_network.py")
+    cluster_network = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cluster_network)
+    for env, message in [
+        ({"RAY_HEAD_IP": "8.8.8.8", "NODE_IP": "10.0.0.2"}, "RAY_HEAD_IP=8.8.8.8 is a public address"),
+        ({"RAY_HEAD_IP": "10.0.0.1", "NODE_IP": "head2"}, "NODE_IP='head2' is not an IP address"),
+        ({"RAY_HEAD_IP": "127.0.0.1", "NODE_IP": "10.0.0.2"}, "a loopback head takes only loopback nodes"),
+    ]:
+        proc = _launch("ray_worker.sh", RAY_TMP_DIR=str(tmp_path), **env)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    proc = _launch("ray_head.sh", RAY_TMP_DIR=str(tmp_path), RAY_HEAD_IP="1.1.1.1")
+    assert proc.returncode == 2 and "RAY_HEAD_IP=1.1.1.1 is a public address" in proc.stderr, proc.stderr
+    if cluster_network.non_loopback_addresses():  # this namespace has a real interface: a loopback second node is refused
+        proc = _launch("ray_worker.sh", RAY_TMP_DIR=str(tmp_path), RAY_HEAD_IP="127.0.0.1", NODE_IP="127.0.0.1")
+        assert proc.returncode == 2 and "listens on every interface" in proc.stderr and "unshare --net" in proc.stderr
+    assert not list(tmp_path.iterdir())  # nothing was started

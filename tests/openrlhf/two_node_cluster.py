@@ -40,9 +40,13 @@ def loopback_up() -> None:
         fcntl.ioctl(s, siocsifflags, struct.pack("16sh", b"lo", flags | iff_up))
 
 
-def run(args: list[str], env: dict, timeout: float) -> dict:
+def run(args: list[str], env: dict, timeout: float, log_file: Path | None = None) -> dict:
+    """Run a launch script; the tails of its output, and with ``log_file`` all of it there."""
     proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-    return {"rc": proc.returncode, "out": proc.stdout[-6000:], "err": proc.stderr[-10000:]}
+    if log_file is not None:
+        log_file.write_text(proc.stdout + proc.stderr)
+    return {"rc": proc.returncode, "out": proc.stdout[-6000:], "err": proc.stderr[-10000:],
+            "log": str(log_file) if log_file else None}
 
 
 def listening_sockets(tmp_dirs: list[str]) -> list[list]:
@@ -74,7 +78,8 @@ def main(result_file: str, head_tmp: str, worker_tmp: str, config: str, override
         result["head"] = run(["launch/ray_head.sh", "--num-cpus", "2", *HEAD_PORTS], head_env, 180)
         result["worker"] = run(["launch/ray_worker.sh", "--num-cpus", "2", *WORKER_PORTS], worker_env, 180)
         if result["head"]["rc"] == 0 and result["worker"]["rc"] == 0:
-            result["submit"] = run(["launch/submit.sh", config, *overrides], head_env, 900)
+            result["submit"] = run(["launch/submit.sh", config, *overrides], head_env, 900,
+                                   Path(result_file).with_suffix(".submit.log"))
             result["sockets"] = listening_sockets([head_tmp, worker_tmp])
             from ray.util.state import list_actors, list_nodes
 
