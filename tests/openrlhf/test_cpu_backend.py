@@ -40,6 +40,10 @@ PATCHED = [
     "openrlhf.trainer.ray.ppo_actor:stateless_init_process_group",
     "openrlhf.trainer.ray.vllm_worker_wrap:WorkerWrap.update_weight",
     "openrlhf.utils.utils:convert_to_torch_dtype",
+    # shim 10, sleep mode (sleep_contract.py)
+    "deepspeed.runtime.engine:DeepSpeedEngine.forward", "deepspeed.runtime.engine:DeepSpeedEngine.backward",
+    "deepspeed.runtime.engine:DeepSpeedEngine.step",
+    "deepspeed.runtime.zero.stage3:DeepSpeedZeroOptimizer_Stage3.offload_states",
 ]
 
 _SNAPSHOT = """
