@@ -25,7 +25,6 @@ import contextlib
 
 import ray
 import torch
-from openrlhf.trainer.ray.vllm_engine import batch_vllm_engine_call
 from openrlhf.utils.logging_utils import init_logger
 
 logger = init_logger(__name__)
@@ -69,6 +68,8 @@ class WeightSyncCheck:
         if not self.engines_sleep:
             yield
             return
+        from openrlhf.trainer.ray.vllm_engine import batch_vllm_engine_call  # imports vLLM
+
         self._expect_awake(engines, awake, "before the weight-sync check")
         batch_vllm_engine_call(engines, "wake_up", tags=[t for t in ENGINE_TAGS if t not in awake])
         try:
