@@ -12,14 +12,12 @@ The whole colocated loop: test_colocated.py.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from apmpo_openrlhf.openrlhf_adapter.sleep_contract import EngineSleepState, SleepContractError
 
@@ -192,92 +190,110 @@ def test_a_real_vllm_engine_keeps_the_contract(tiny_model_dir, tmp_path):
 
 # ── a real DeepSpeed ZeRO-3 actor ────────────────────────────────────────────────────────────
 
+# In a fresh interpreter, as in a Ray worker: DeepSpeed keeps process-wide communication state that
+# another test's process group would leave behind.
+ZERO3_SCRIPT = r'''
+import importlib.util, json, os, sys
+from pathlib import Path
+import torch
+import torch.distributed as dist
 
-def _load(name: str, path: Path):
-    # pytest's importlib mode makes the test helpers unimportable by name (OpenRLHF's wheel owns `tests`)
-    spec = importlib.util.spec_from_file_location(name, path)
+HERE = Path(sys.argv[1])
+sys.path.insert(0, str(HERE.parents[1]))
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
+import apmpo_openrlhf.openrlhf_adapter  # noqa: F401  (the flash_attn stand-in, before OpenRLHF)
+conftest, harness = load("conftest"), load("test_actor_training_step")
+harness._skip_shm_comm_build()
+dist.init_process_group("gloo", init_method=f"file://{sys.argv[3]}", rank=0, world_size=1)
+from apmpo_openrlhf.openrlhf_adapter.sleep_contract import SleepContractError, install_deepspeed_contract
+from deepspeed.runtime.zero.offload_config import OffloadStateTypeEnum
 
-@pytest.fixture(scope="module")
-def harness():
-    return _load("actor_harness_for_sleep", HERE / "test_actor_training_step.py")
+install_deepspeed_contract()  # what cpu_backend installs in every Ray worker
+# OpenRLHF's init path with ds.enable_sleep offloads right after building the engine
+_, args, actor = harness.build_actor(conftest.openrlhf_args, Path(sys.argv[2]), "apmpo", micro_batch_size=2,
+                                     extra=["openrlhf.ds_enable_sleep=true"])
+engine = actor.actor.model
+log = {"enable_sleep": args.ds.enable_sleep}
 
+def offloaded():
+    return sorted(s.value for s in engine.optimizer.offloaded_states)
 
-@pytest.fixture(scope="module")
-def one_rank_group(harness, tmp_path_factory):
-    import torch.distributed as dist
+def attempt(label, call):
+    try:
+        with harness.cpu_shims("cpu"):
+            result = call()
+    except SleepContractError as e:
+        log[label] = ["refused", str(e), offloaded()]
+        return None
+    log[label] = ["ok", None, offloaded()]
+    return result
 
-    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(harness._free_port()), "RANK": "0", "WORLD_SIZE": "1",
-           "LOCAL_RANK": "0"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    harness._skip_shm_comm_build()
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path_factory.mktemp('dist') / 'store'}", rank=0,
-                            world_size=1)
-    yield
-    dist.destroy_process_group()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-
+before = attempt("gather offloaded", lambda: harness.gathered_weight(actor))  # broadcast_to_vllm's ZeRO-3 gather
+experiences = attempt("forward offloaded", lambda: harness.rollout_experiences(actor, args, seed=0))
+for e in experiences:
+    actor.append(e)
+attempt("fit offloaded", lambda: actor.fit(kl_ctl=args.algo.kl.init_coef))  # a training step, states offloaded
+engine.zero_grad()
+actor.trainer.replay_buffer.clear()
+# OpenRLHF's _run_sleep: reload -> fit -> offload (ppo_trainer.py:274-279)
+attempt("reload", actor.reload_states)
+for e in harness.rollout_experiences(actor, args, seed=1):
+    actor.append(e)
+status = attempt("fit reloaded", lambda: actor.fit(kl_ctl=args.algo.kl.init_coef))
+attempt("offload", actor.offload_states)
+after = harness.gathered_weight(actor)
+log["grad_norm"] = status["actor_grad_norm"]
+log["weights_changed"] = not torch.equal(before, after)
+state = next(iter(engine.optimizer.optimizer.state.values()))
+log["adam_state_kept"] = float(state["exp_avg"].abs().sum()) > 0
+attempt("step offloaded", engine.step)
+# the low-precision parameters too (not OpenRLHF's choice): then forwards need a reload as well
+attempt("offload lp_params", lambda: engine.optimizer.offload_states(include=[OffloadStateTypeEnum.lp_params]))
+attempt("forward without lp_params", lambda: harness.rollout_experiences(actor, args, seed=2))
+attempt("reload all", actor.reload_states)
+log["weights_after_reload_equal"] = torch.equal(harness.gathered_weight(actor), after)
+Path(sys.argv[4]).write_text(json.dumps(log))
+dist.destroy_process_group()
+'''
 
 OPENRLHF_OFFLOADED = ["contiguous_grad_buffer", "hp_params", "lp_grads", "optim_states"]
 
 
 @pytest.mark.slow
-def test_a_real_zero3_actor_keeps_the_contract(harness, one_rank_group, tiny_model_dir, make_openrlhf_args):
-    from apmpo_openrlhf.openrlhf_adapter.sleep_contract import install_deepspeed_contract
-    from deepspeed.runtime.zero.offload_config import OffloadStateTypeEnum
+@pytest.mark.timeout(400)
+def test_a_real_zero3_actor_keeps_the_contract(tiny_model_dir, tmp_path):
+    import json
+    import socket
 
-    install_deepspeed_contract()  # what cpu_backend installs in every Ray worker
-    # OpenRLHF's init path with ds.enable_sleep offloads right after building the engine
-    _, args, actor = harness.build_actor(make_openrlhf_args, tiny_model_dir, "apmpo", micro_batch_size=2,
-                                         extra=["openrlhf.ds_enable_sleep=true"])
-    engine = actor.actor.model
-
-    def offloaded():
-        return sorted(s.value for s in engine.optimizer.offloaded_states)
-
-    assert args.ds.enable_sleep and offloaded() == OPENRLHF_OFFLOADED
-    before = harness.gathered_weight(actor)  # the ZeRO-3 gather of broadcast_to_vllm: legal
-    experiences = harness.rollout_experiences(actor, args, seed=0)  # actor forwards: legal (lp_params stay)
-    for e in experiences:
-        actor.append(e)
-    with harness.cpu_shims("cpu"), pytest.raises(SleepContractError) as err:
-        actor.fit(kl_ctl=args.algo.kl.init_coef)  # a training step on offloaded states
-    assert str(err.value).startswith("DeepSpeed rank 0 of 1 (pid ")
-    assert "backward() while lp_grads, contiguous_grad_buffer are offloaded" in str(err.value).replace(
-        "contiguous_grad_buffer, lp_grads", "lp_grads, contiguous_grad_buffer")
-    assert "reload_states()" in str(err.value)
-    engine.zero_grad()
-    actor.trainer.replay_buffer.clear()
-
-    # OpenRLHF's _run_sleep: reload -> fit -> offload (ppo_trainer.py:274-279)
-    with harness.cpu_shims("cpu"):
-        actor.reload_states()
-        assert offloaded() == []
-        for e in harness.rollout_experiences(actor, args, seed=1):
-            actor.append(e)
-        status = actor.fit(kl_ctl=args.algo.kl.init_coef)
-        actor.offload_states()
-    assert status["actor_grad_norm"] > 0 and offloaded() == OPENRLHF_OFFLOADED
-    after = harness.gathered_weight(actor)
-    assert not torch.equal(before, after)
-    state = next(iter(engine.optimizer.optimizer.state.values()))
-    assert state["exp_avg"].abs().sum() > 0  # torch Adam's states went through DeepSpeed's offload and back
-
-    with pytest.raises(SleepContractError, match=r"step\(\) while hp_params, lp_grads, optim_states are offloaded"):
-        engine.step()
-    # the low-precision parameters too (not OpenRLHF's choice): then forwards need a reload as well
-    with harness.cpu_shims("cpu"):
-        engine.optimizer.offload_states(include=[OffloadStateTypeEnum.lp_params], pin_memory=True)
-    with pytest.raises(SleepContractError, match=r"forward\(\) while lp_params is offloaded"):
-        harness.rollout_experiences(actor, args, seed=2)
-    with harness.cpu_shims("cpu"):
-        actor.reload_states()
-    assert offloaded() == [] and torch.equal(harness.gathered_weight(actor), after)
+    with socket.socket() as s:  # DeepSpeed wants the env:// variables; the group rendezvous by file
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = tmp_path / "zero3.py"
+    script.write_text(ZERO3_SCRIPT)
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1",
+           "LOCAL_RANK": "0", "GLOO_SOCKET_IFNAME": "lo"}
+    proc = subprocess.run([sys.executable, str(script), str(HERE), str(tiny_model_dir), str(tmp_path / "store"),
+                           str(tmp_path / "log.json")], cwd=REPO, env=env, capture_output=True, text=True, timeout=360)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-5000:]
+    log = json.loads((tmp_path / "log.json").read_text())
+    assert log["enable_sleep"]
+    outcome = {label: value[0] for label, value in log.items() if isinstance(value, list)}
+    assert outcome == {"gather offloaded": "ok", "forward offloaded": "ok", "fit offloaded": "refused",
+                       "reload": "ok", "fit reloaded": "ok", "offload": "ok", "step offloaded": "refused",
+                       "offload lp_params": "ok", "forward without lp_params": "refused", "reload all": "ok"}
+    # after OpenRLHF's initial offload: what it offloads (lp_params stay, so forwards are legal)
+    assert log["gather offloaded"][2] == log["forward offloaded"][2] == OPENRLHF_OFFLOADED
+    message = log["fit offloaded"][1]
+    assert message.startswith("DeepSpeed rank 0 of 1 (pid ")
+    assert "backward() while contiguous_grad_buffer, lp_grads are offloaded" in message and "reload_states()" in message
+    assert log["reload"][2] == [] and log["offload"][2] == OPENRLHF_OFFLOADED
+    assert log["grad_norm"] > 0 and log["weights_changed"] and log["adam_state_kept"]
+    assert "step() while hp_params, lp_grads, optim_states are offloaded" in log["step offloaded"][1]
+    assert "forward() while lp_params is offloaded" in log["forward without lp_params"][1]
+    assert log["reload all"][2] == [] and log["weights_after_reload_equal"]
