@@ -23,8 +23,9 @@ if [[ "${head_kind}" == "loopback" || "${node_kind}" == "loopback" ]]; then
     exit 2
   fi
   only_loopback_interfaces "a second Ray node on ${NODE_IP} listens on every interface (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1)"
-  export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1
 fi
+# A worker node is a multi-node cluster by definition (Ray refuses to join one with this set to 0).
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1
 ray start \
   --address "${RAY_HEAD_IP}:${RAY_PORT}" \
   --node-ip-address "${NODE_IP}" \
