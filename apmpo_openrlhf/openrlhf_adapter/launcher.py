@@ -280,6 +280,8 @@ def _train(cfg: TrainConfig, args, real_train) -> None:
     prepare_output_dirs(cfg, args)
     if not ray.is_initialized():
         ray.init(**ray_init_kwargs(cfg, args))
+    if cpu_backend.active():
+        cpu_backend.check_one_machine()
     real_train(args)
 
 
