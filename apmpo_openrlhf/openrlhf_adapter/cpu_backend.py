@@ -55,7 +55,7 @@ from pathlib import Path
 
 import torch
 
-from . import flash_attn_standin
+from . import flash_attn_standin, vision_standin
 
 # Ray's "run this at worker start" hook: the flash_attn stand-in, then the shims of this module.
 WORKER_SETUP_HOOK = f"{__name__}.install_worker_shims"
@@ -301,13 +301,15 @@ def _patch_param_dtype() -> None:
 def install_worker_shims() -> bool:
     """Apply shims 1-8 in this process (Ray's worker_process_setup_hook; also the driver).
 
-    Registers the flash_attn stand-in first (OpenRLHF imports flash-attn helpers at import time).
-    Returns True when the shims are (now) active, False on a CUDA machine (nothing is changed).
+    Registers the flash_attn stand-in first (OpenRLHF imports flash-attn helpers at import time),
+    and, where torchvision is absent, puts its stand-in on this process's and its children's import
+    path (``vision_standin.py``). Returns True when the shims are (now) active, False on a CUDA machine (nothing is changed).
     """
     global _installed
     flash_attn_standin.install()
     if not active():
         return False
+    vision_standin.install()  # torchvision stand-in for VLM processors (also reaches vLLM's subprocesses)
     if not _installed:
         _patch_torch_cuda()
         _patch_deepspeed_strategy()

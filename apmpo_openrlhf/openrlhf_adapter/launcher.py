@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from ..config import TRAIN_CONFIG_FILE, ConfigError, TrainConfig, save_config
-from . import cpu_backend, flash_attn_standin
+from . import cpu_backend, flash_attn_standin, vision_standin
 from .arguments import REPO_ROOT, algorithm_spec, openrlhf_argv, shell_command, under_ray_job, with_path_base
 from .synthetic_inputs import with_synthetic_inputs
 
@@ -47,6 +47,8 @@ def run_openrlhf_cli(
     With ``capture`` OpenRLHF's output is collected and returned (its warnings) instead of printed.
     """
     flash_attn_standin.install()
+    if cpu_backend.active():
+        vision_standin.install()  # before OpenRLHF imports transformers (VLM processors need torchvision)
     import openrlhf.utils.config as openrlhf_config
 
     real_hierarchize = openrlhf_config.hierarchize
