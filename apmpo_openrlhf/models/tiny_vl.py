@@ -134,18 +134,6 @@ def tiny_vl_config(tokenizer, hidden_size: int = 64, num_layers: int = 2, max_po
     )
 
 
-def processor_importable_here() -> bool:
-    """Whether this process can build a Qwen2.5-VL processor: torchvision (or the CPU backend's
-    stand-in, installed here if needed) must have been importable when transformers was imported."""
-    from ..openrlhf_adapter import vision_standin
-
-    if vision_standin.install() and "transformers" in sys.modules:
-        from transformers.utils import import_utils
-
-        return import_utils.is_torchvision_available()
-    return True
-
-
 def _teach_answer_format(model, processor, steps: int, seed: int) -> None:
     """A few AdamW steps on synthetic image prompts (seeded noise image, random text) whose target is
     one letter A-D, drawn uniformly, then the end of the turn. Rewards of a random model are all 0
@@ -212,7 +200,9 @@ def build_tiny_vl_model(
     options = dict(hidden_size=hidden_size, num_layers=num_layers, max_position_embeddings=max_position_embeddings,
                    vision_depth=vision_depth, vision_hidden_size=vision_hidden_size, logit_scale=logit_scale,
                    attention_scale=list(attention_scale), answer_prior_steps=answer_prior_steps, seed=seed)
-    if not processor_importable_here():
+    from ..openrlhf_adapter import vision_standin
+
+    if not vision_standin.usable_here():  # transformers imported before torchvision (or its stand-in)
         cmd = [sys.executable, "-m", __name__, str(out), "--options", json.dumps(options)]
         subprocess.run(cmd, check=True)
         return out

@@ -67,12 +67,14 @@ def install() -> bool:
     return True
 
 
-def pythonpath_with_standin(pythonpath: str | None) -> str | None:
-    """``pythonpath`` with the stand-in's folder first where it is in use in this process (for the
-    environment of processes started elsewhere, e.g. Ray workers of a job), else unchanged."""
-    if not active():
-        return pythonpath
-    entries = [p for p in (pythonpath or "").split(os.pathsep) if p]
-    if _on_path(entries):
-        return pythonpath
-    return os.pathsep.join([str(STANDIN_SITE), *entries])
+def usable_here() -> bool:
+    """:func:`install`, then whether transformers in this process can use torchvision (the real one
+    or the stand-in). False where transformers was imported before the stand-in was on the path:
+    it decides once, at import, whether torchvision is available (``is_torchvision_available`` is
+    cached, image utilities and the video processor classes are set up from it); such a process
+    must leave the work to a fresh one."""
+    if install() and "transformers" in sys.modules:
+        from transformers.utils import import_utils
+
+        return import_utils.is_torchvision_available()
+    return True
