@@ -47,8 +47,6 @@ def run_openrlhf_cli(
     With ``capture`` OpenRLHF's output is collected and returned (its warnings) instead of printed.
     """
     flash_attn_standin.install()
-    if cpu_backend.active():
-        vision_standin.install()  # before OpenRLHF imports transformers (VLM processors need torchvision)
     import openrlhf.utils.config as openrlhf_config
 
     real_hierarchize = openrlhf_config.hierarchize
@@ -222,6 +220,8 @@ def _check_local_inputs(argv: list[str]) -> None:
 
 def run(cfg: TrainConfig, dry_run: bool) -> int:
     """Entry point of ``python -m apmpo_openrlhf.train`` for ``backend: openrlhf``; returns an exit code."""
+    if cpu_backend.active():
+        vision_standin.install()  # before anything imports transformers (VLM processors need torchvision)
     try:
         cfg = with_path_base(cfg)
         cfg = with_synthetic_inputs(cfg, create=not dry_run)
