@@ -303,7 +303,8 @@ def install_worker_shims() -> bool:
 
     Registers the flash_attn stand-in first (OpenRLHF imports flash-attn helpers at import time),
     and, where torchvision is absent, puts its stand-in on this process's and its children's import
-    path (``vision_standin.py``). Returns True when the shims are (now) active, False on a CUDA machine (nothing is changed).
+    path (``vision_standin.py``). Returns True when the shims are (now) active, False on a CUDA
+    machine (nothing is changed).
     """
     global _installed
     flash_attn_standin.install()
