@@ -68,7 +68,7 @@ from pathlib import Path
 
 import torch
 
-from . import flash_attn_standin
+from . import flash_attn_standin, vision_standin
 
 # Ray's "run this at worker start" hook: the flash_attn stand-in, then the shims of this module.
 WORKER_SETUP_HOOK = f"{__name__}.install_worker_shims"
@@ -346,9 +346,10 @@ def _patch_sleep_mode() -> None:
 def install_worker_shims() -> bool:
     """Apply shims 1-8 and 10 in this process (Ray's worker_process_setup_hook; also the driver).
 
-    Registers the flash_attn stand-in first (OpenRLHF imports flash-attn helpers at import time).
-    Returns True when the shims are (now) active, False where the job runs on CUDA (:func:`active`
-    is False: nothing is changed).
+    Registers the flash_attn stand-in first (OpenRLHF imports flash-attn helpers at import time),
+    and, where torchvision is absent, puts its stand-in on this process's and its children's import
+    path (``vision_standin.py``). Returns True when the shims are (now) active, False where the job
+    runs on CUDA (:func:`active` is False: nothing is changed).
     """
     global _installed
     if not active():
@@ -359,6 +360,7 @@ def install_worker_shims() -> bool:
             "build; run GPU nodes with openrlhf.device: auto or cuda"
         )
     flash_attn_standin.install()
+    vision_standin.install()  # torchvision stand-in for VLM processors (also reaches vLLM's subprocesses)
     if not _installed:
         _patch_torch_cuda()
         _patch_deepspeed_strategy()

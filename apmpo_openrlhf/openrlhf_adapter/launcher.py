@@ -29,7 +29,7 @@ import yaml
 
 from .. import wandb_setup
 from ..config import TRAIN_CONFIG_FILE, ConfigError, TrainConfig, save_config
-from . import cpu_backend, flash_attn_standin
+from . import cpu_backend, flash_attn_standin, vision_standin
 from .arguments import REPO_ROOT, algorithm_spec, openrlhf_argv, shell_command, under_ray_job, with_path_base
 from .synthetic_inputs import with_synthetic_inputs
 
@@ -314,6 +314,8 @@ def _check_local_inputs(argv: list[str]) -> None:
 
 def run(cfg: TrainConfig, dry_run: bool) -> int:
     """Entry point of ``python -m apmpo_openrlhf.train`` for ``backend: openrlhf``; returns an exit code."""
+    if cpu_backend.active():
+        vision_standin.install()  # before anything imports transformers (VLM processors need torchvision)
     try:
         cfg = with_path_base(cfg)
         cfg = with_synthetic_inputs(cfg, create=not dry_run)

@@ -89,11 +89,19 @@ class WeightSyncCheck:
                 raise RuntimeError(f"{state['name']} {when}: asleep {state['sleeping']}, expected {expected} "
                                    "(OpenRLHF's sleep-mode call order changed? see loop_checks.AWAKE_*)")
 
+    def engine_inputs(self) -> dict:
+        """Extra keyword arguments of the engine's ``generate`` (images: image_weight_sync.py)."""
+        return {}
+
+    def actor_inputs(self) -> dict:
+        """Extra keyword arguments of the actor's ``forward`` (images: image_weight_sync.py)."""
+        return {}
+
     def engine_log_probs(self, engine) -> torch.Tensor:
         from vllm import SamplingParams
 
         params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0)
-        output = ray.get(engine.generate.remote(self.token_ids, params))
+        output = ray.get(engine.generate.remote(self.token_ids, params, **self.engine_inputs()))
         # prompt_logprobs[t] is {token_id: Logprob} of token t given tokens < t; entry 0 is None.
         return torch.tensor(
             [step[token].logprob for step, token in zip(output.prompt_logprobs[1:], self.token_ids[1:])],
@@ -105,7 +113,7 @@ class WeightSyncCheck:
         attention_mask = torch.ones_like(sequences)
         action_mask = torch.ones(1, len(self.token_ids) - 1, dtype=torch.long)
         # every rank runs the forward (ZeRO-3 gathers parameters collectively); rank 0's result
-        refs = actor_group.async_run_method("forward", sequences, action_mask, attention_mask)
+        refs = actor_group.async_run_method("forward", sequences, action_mask, attention_mask, **self.actor_inputs())
         return ray.get(refs)[0][0].to(torch.float64)
 
     def record_before_training(self, actor_group, engines, fresh_start: bool) -> dict[str, float]:
@@ -184,7 +192,9 @@ class LoopChecksMixin:
         generator.generate_samples = generate_counted
         self.weight_sync_check = None
         if self.spec.get("check_weight_sync") and self.vllm_engines:
-            self.weight_sync_check = WeightSyncCheck(
+            from .image_weight_sync import make_weight_sync_check  # an image prompt for a VLM's processor
+
+            self.weight_sync_check = make_weight_sync_check(
                 self.tokenizer, self.args.rollout.temperature, self.args.data.max_len,
                 engines_sleep=self.args.vllm.enable_sleep,
             )

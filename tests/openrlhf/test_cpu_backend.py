@@ -211,8 +211,10 @@ def test_synthetic_inputs_for_null_model_and_data(tmp_path):
     assert json.loads(rows[0]["label"]) == {"task": "math", "answer": "0"}
     given = load_config(CPU_CONFIG, [f"model.path={tmp_path}/m", f"data.train_path={tmp_path}/t.jsonl"])
     assert with_synthetic_inputs(given, create=True) == given
-    with pytest.raises(ConfigError, match=r"reward.task in \['arithmetic', 'math'\], got 'sql'"):
-        with_synthetic_inputs(load_config(CPU_CONFIG, ["reward.task=sql"]), create=False)
+    with pytest.raises(ConfigError, match=r"reward.task in \['arithmetic', 'math', 'choice', 'sql'\], got 'arithmetic_exact'"):
+        with_synthetic_inputs(load_config(CPU_CONFIG, ["reward.task=arithmetic_exact"]), create=False)
+    with pytest.raises(ConfigError, match=r"openrlhf.max_images_per_prompt: 1 and data.image_key: images"):
+        with_synthetic_inputs(load_config(CPU_CONFIG, ["reward.task=choice"]), create=False)
 
 
 def test_reward_outcomes_count_training_responses_only():

