@@ -44,6 +44,7 @@ class AlgorithmSpec:
     check_weight_sync: bool = False
     extra: dict = field(default_factory=dict)
     adaptive_statistics: str = "sampled"  # "sampled" | "kept" (schema: algorithm.adaptive_statistics)
+    output_dir: str = ""  # absolute; the trainer actor writes metrics.jsonl / eval.jsonl there
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -63,6 +64,7 @@ def algorithm_spec(cfg: TrainConfig) -> AlgorithmSpec:
         optimizer_steps_per_rollout=cfg.optimizer_steps_per_rollout,
         adaptive_statistics=alg.adaptive_statistics,
         check_weight_sync=cfg.openrlhf.check_weight_sync,
+        output_dir=str(Path(cfg.output_dir).resolve()),
     )
 
 

@@ -176,14 +176,14 @@ def test_synthetic_inputs_for_null_model_and_data(tmp_path):
         with_synthetic_inputs(load_config(CPU_CONFIG, ["reward.task=sql"]), create=False)
 
 
-def test_reward_outcomes_count_training_responses_only():
+def test_reward_outcomes_count_graded_responses():
     counter = RewardOutcomes()
     graded = {"reward": 0.0, "extra_logs": {"reward_timeout": 1.0, "reward_error": 0.0, "reward_no_answer": 0.0}}
-    counter.add(graded)  # not counting (an evaluation): ignored
-    counter.counting = True
-    for response in (graded, graded, {"reward": 1.0, "extra_logs": {"reward_no_answer": 0.0}},
-                     {"reward": None, "extra_logs": {}}):
+    for response in (graded, {"reward": 1.0, "extra_logs": {"reward_no_answer": 0.0}}, {"reward": None, "extra_logs": {}}):
         counter.add(response)
+    group = RewardOutcomes()  # the samples generator counts per prompt group and merges a batch's groups
+    group.add(graded)
+    counter.merge(group)
     assert counter.take() == {"reward/graded": 4.0, "reward/missing": 1.0, "reward/timeouts": 2.0,
                               "reward/errors": 0.0, "reward/no_answer": 0.0}
     assert counter.take()["reward/graded"] == 0.0  # reset per step
