@@ -30,9 +30,9 @@ from evaluation.backends.vllm_backend import vllm_available
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = "configs/local/openrlhf_cpu.yaml"
-GROUP_SIZE = 16  # rollout.n_samples_per_prompt of the config
+GROUP_SIZE = 32  # rollout.n_samples_per_prompt of the config
 SAMPLES_PER_STEP = 16 * GROUP_SIZE  # rollout.prompts_per_step x n_samples_per_prompt
-OPTIMIZER_STEPS = SAMPLES_PER_STEP // 64  # train.train_batch_size
+OPTIMIZER_STEPS = SAMPLES_PER_STEP // 128  # train.train_batch_size
 SYNC_TOL = 1e-4  # float32 engine vs float32 actor (measured ~5e-7)
 
 pytestmark = [
@@ -222,8 +222,8 @@ def _free_port_base() -> int:
     raise RuntimeError("no free port range found")
 
 
-# 4 prompts x 16 samples: at random init about half the groups are all wrong, and dynamic filtering
-# must find 4 mixed groups among the task's 25 prompts (16 would often exhaust them)
+# 4 prompts x 32 samples (one optimizer step): at random init a group is all wrong now and then, and
+# dynamic filtering must find the kept groups among the task's 25 prompts (a small batch never runs out)
 DAPO_PROMPTS = 4
 
 
@@ -274,7 +274,7 @@ def test_dapo_through_ray_job_submit_to_a_loopback_head(tmp_path, ray_tmp):
     assert mixed >= logs["train/rollout/kept_num_groups"][1]
     assert "train/dynamic_filtering_pass_rate" in logs
     assert logs["train/eps_high"][1] == pytest.approx(0.28) and logs["train/p"][1] == pytest.approx(1.0)
-    # written by the trainer actor on the driver's filesystem; one optimizer step of 64 samples
+    # written by the trainer actor on the driver's filesystem; one optimizer step of 128 samples
     check_files(out, logs, [1], submit, optimizer_steps=1, own_terminal=False)
     row = jsonl(out / "metrics.jsonl")[0]
     assert row["rollout/num_groups"] == sampled_groups and row["reward/graded"] == sampled_groups * GROUP_SIZE
