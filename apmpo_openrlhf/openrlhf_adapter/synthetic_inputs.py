@@ -8,10 +8,17 @@ synthetic task ``local.task`` written as an OpenRLHF prompt dataset
 JSON object naming the reward). So a fresh machine needs nothing but the command. The labels name
 ``reward.task``: ``arithmetic`` (first integer of the response) or ``math`` (math-verify in the
 killable grading workers, the path real math runs take).
+
+The training file holds every problem the same number of times, as many as make it a whole number
+of rollout batches: OpenRLHF draws an episode's prompts without replacement and ends it with what
+is left, so 25 problems at 16 prompts per step would make every other step a short one of 9 prompts
+(trimmed to whole data-parallel units: 8), half the data and half the optimizer steps of a full one;
+400 rows (each problem 16 times) make 25 full steps per episode, as the local backend's steps are.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from ..config import ConfigError, TrainConfig
@@ -73,7 +80,9 @@ def with_synthetic_inputs(cfg: TrainConfig, create: bool) -> TrainConfig:
             from ..data.prepare import write_jsonl
 
             rows = list(_prompt_rows(cfg))
+            copies = cfg.rollout.prompts_per_step // math.gcd(len(rows), cfg.rollout.prompts_per_step)
+            files = {"train": rows * copies, "eval": rows}  # evaluation: every problem once
             for key in ("train", "eval") if wants_eval else ("train",):
                 if not paths[key].is_file():
-                    write_jsonl(paths[key], rows, desc=f"synthetic {key} prompts", total=len(rows))
+                    write_jsonl(paths[key], files[key], desc=f"synthetic {key} prompts", total=len(files[key]))
     return cfg.model_copy(update={"model": model, "data": data})
