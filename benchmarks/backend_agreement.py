@@ -70,9 +70,11 @@ def mechanics(local: list[dict], openrlhf: list[dict]) -> dict[str, float]:
     lr = [abs(a["lr"] - b["lr"]) / max(abs(a["lr"]), 1e-12) for a, b in zip(local[:n], openrlhf[:n])
           if "lr" in a and "lr" in b]
     steps = [(a.get("optimizer_steps"), b.get("optimizer_steps")) for a, b in zip(local[:n], openrlhf[:n])]
+    groups = [(a.get("rollout/kept_num_groups"), b.get("rollout/kept_num_groups")) for a, b in zip(local[:n], openrlhf[:n])]
     return {"lr_max_rel_diff": max(lr) if lr else math.nan,
             "optimizer_steps_equal": all(a == b for a, b in steps),
-            "optimizer_steps_local": _mean(a for a, _ in steps), "optimizer_steps_openrlhf": _mean(b for _, b in steps)}
+            "optimizer_steps_local": _mean(a for a, _ in steps), "optimizer_steps_openrlhf": _mean(b for _, b in steps),
+            "groups_equal": all(a == b for a, b in groups), "groups_openrlhf": _mean(b for _, b in groups)}
 
 
 def analyse(details: dict[str, list[dict]], methods: list[str]) -> dict:
@@ -122,9 +124,12 @@ def markdown(analysis: dict) -> str:
         lr = max(m["lr_max_rel_diff"] for m in mech)
         equal = all(m["optimizer_steps_equal"] for m in mech)
         steps = _mean(m["optimizer_steps_openrlhf"] for m in mech)
-        lines += ["", f"Same on both, every seed and step: optimizer steps per rollout step "
-                  f"{'equal' if equal else '**DIFFERENT**'} ({steps:.2f} per step); learning rate after each step: "
-                  f"largest relative difference {lr:.1e}.", ""]
+        groups_equal = all(m["groups_equal"] for m in mech)
+        groups = _mean(m["groups_openrlhf"] for m in mech)
+        same = {True: "equal", False: "**DIFFERENT**"}
+        lines += ["", f"Same on both, every seed and step: prompt groups trained on {same[groups_equal]} "
+                  f"({groups:.2f} per step); optimizer steps {same[equal]} ({steps:.2f} per step); learning rate "
+                  f"after each step: largest relative difference {lr:.1e}.", ""]
     n = min((len(e["seeds"]) for e in analysis.values()), default=0)
     lines += [f"Paired over seeds (a seed's two runs share the base model); p: exact two-sided sign-flip test "
               f"(with {n} seeds its smallest possible value is {min_sign_flip_p(n):.4f}); a metric is called "
@@ -138,8 +143,8 @@ def plot(details: dict[str, list[dict]], methods: list[str], window: int, paths:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [("reward_mean", "training reward (every sampled group)"), ("p", "p (used by the loss)"),
-            ("eps_high", "eps_high (used by the loss)")]
+    keys = [("reward_mean", "training reward (every sampled group)", (0, 1)), ("p", "p (used by the loss)", (0, 1.05)),
+            ("eps_high", "eps_high (used by the loss)", (0.15, 0.45))]
     fig, axes = plt.subplots(len(methods), len(keys), figsize=(15, 3.8 * len(methods)), squeeze=False)
     colors = {"local": "tab:blue", "openrlhf": "tab:red"}
     for i, method in enumerate(methods):
@@ -148,7 +153,7 @@ def plot(details: dict[str, list[dict]], methods: list[str], window: int, paths:
             if not runs:
                 continue
             n = min(len(r) for r in runs)
-            for j, (key, title) in enumerate(keys):
+            for j, (key, title, ylim) in enumerate(keys):
                 curves = [moving_average([row.get(key, math.nan) for row in r[:n]], window) for r in runs]
                 stats = [t_interval([c[t] for c in curves]) for t in range(n)]
                 x = list(range(1, n + 1))
@@ -158,7 +163,7 @@ def plot(details: dict[str, list[dict]], methods: list[str], window: int, paths:
                 ax.plot(x, m, color=colors[backend], label=f"{backend} ({len(runs)} seeds)")
                 ax.fill_between(x, [a - b for a, b in zip(m, h)], [a + b for a, b in zip(m, h)],
                                 color=colors[backend], alpha=0.15)
-                ax.set(title=f"{method}: {title}", xlabel="step")
+                ax.set(title=f"{method}: {title}", xlabel="step", ylim=ylim)
         axes[i][0].legend(fontsize=8)
     fig.suptitle(f"Same config on both backends: mean over seeds, shaded = 95% t-interval over seeds "
                  f"({window}-step moving average)", fontsize=10)

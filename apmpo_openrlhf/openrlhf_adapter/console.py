@@ -144,6 +144,17 @@ class PipelineConsole:
                 self._bar = None
             self._log.flush()
 
+    def show(self, text: str) -> None:
+        """A message of this program for the terminal (and the log)."""
+        sys.stdout.flush()
+        with self._lock:
+            self._log.write(text + "\n")
+            if self._bar is not None:
+                self._bar.clear()
+            self.terminal.write(text + "\n")
+            if self._bar is not None:
+                self._bar.refresh()
+
     # ---------------------------------------------------------------- the two threads
     def _route(self, read_fd: int) -> None:
         router = LineRouter()

@@ -267,30 +267,31 @@ def run(cfg: TrainConfig, dry_run: bool) -> int:
     t0 = time.perf_counter()
     try:
         cfg = with_path_base(cfg)
-        cfg = with_synthetic_inputs(cfg, create=not dry_run)
-        argv = openrlhf_argv(cfg)
+        planned = with_synthetic_inputs(cfg, create=False)  # the paths of inputs built on first run
+        argv = openrlhf_argv(planned)
         if dry_run:
             args, messages = validate_with_openrlhf(argv)
             from .trainer import check_generation_batch  # OpenRLHF importable now (flash_attn stand-in)
 
             check_generation_batch(args)
-            _print_dry_run(cfg, argv, messages)
+            _print_dry_run(planned, argv, messages)
             return 0
-        _check_local_inputs(argv)
         if cpu_backend.active():
             cpu_backend.check_config(cfg)
-        print(shell_command(argv), flush=True)
         from .console import PipelineConsole
 
         start = checkpoint_step(cfg)
-        if start >= cfg.max_steps:
-            print(f"{cfg.output_dir}: already complete at step {start} of {cfg.max_steps}: nothing to train "
-                  "(checkpoint.resume=true; use --set output_dir=DIR for a fresh run)", file=sys.stderr)
         console = PipelineConsole(Path(cfg.output_dir), cfg.max_steps, min(start, cfg.max_steps),
                                   f"{cfg.name} [{cfg.algorithm.loss}]", progress=cfg.local.progress_bar)
-        print(f"INFO lines of Ray, vLLM, DeepSpeed and OpenRLHF: {console.log_path} (warnings and errors also here)",
+        print(f"Ray, vLLM, DeepSpeed and OpenRLHF log to {console.log_path} (their warnings and errors also here)",
               file=sys.stderr, flush=True)
         with console:
+            cfg = with_synthetic_inputs(cfg, create=True)
+            _check_local_inputs(argv)
+            console.show(shell_command(argv))
+            if start >= cfg.max_steps:
+                console.show(f"{cfg.output_dir}: already complete at step {start} of {cfg.max_steps}: nothing to "
+                             "train (checkpoint.resume=true; use --set output_dir=DIR for a fresh run)")
             from .patches import install_driver_patches
 
             install_driver_patches()
