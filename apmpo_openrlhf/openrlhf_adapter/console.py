@@ -174,7 +174,7 @@ class PipelineConsole:
         with self._lock:
             if not line.strip():
                 return
-            self._log.write(line + "\n")
+            self._log.write(_ANSI.sub("", line) + "\n")  # Ray colours its prefixes; plain text in the file
             if router.for_terminal(line) and not self.terminal.closed:
                 if self._bar is not None:
                     self._bar.clear()

@@ -111,6 +111,7 @@ def check_files(out: Path, logs: dict[str, dict[int, float]], steps: list[int], 
     assert summary["train_s"] == pytest.approx(rows[-1]["elapsed_s"]) and summary["wall_s"] > summary["train_s"]
     terminal = proc.stdout + proc.stderr
     assert f"summary of {steps[-1]} steps" in terminal and "time per stage" in terminal
+    assert f" {steps[-1]}/{steps[-1]} [" in terminal and "reward=" in terminal  # the progress bar reached the end
     info = [line for line in terminal.splitlines() if re.search(r"\bINFO\b", line)]
     assert not (own_terminal and info), info[:5]  # Ray's and vLLM's INFO lines go to the log file ...
     assert re.search(r"\bINFO\b", (out / "pipeline.log").read_text())  # ... here
