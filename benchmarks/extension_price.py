@@ -129,11 +129,12 @@ def main() -> int:
             skip = args.warmup - 1 if key == "wall" else args.warmup
             samples[kind].setdefault(key, []).extend(values[max(skip, 0):])
 
-    import platform
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from openrlhf_seeds import cpu_name
 
     print(f"OpenRLHF CPU loop (configs/local/openrlhf_cpu.yaml sizes), {args.steps} steps per run, {args.pairs} "
-          f"pair(s), first {args.warmup} steps of each run left out; {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end")
+          f"pair(s), first {args.warmup} steps of each run left out; {cpu_name()}, {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.1f} at the end")
     print("| per step (median, s) | extension (APMPO) | stock OpenRLHF (GRPO) | ratio |")
     print("| --- | --- | --- | --- |")
     names = {"generation": "generation (rewards inside)", "make_experience": "experience making",
