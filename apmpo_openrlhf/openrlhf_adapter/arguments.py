@@ -244,7 +244,9 @@ def openrlhf_argv(cfg: TrainConfig, cwd: Path | None = None, relative_reward_pat
         _flag(argv, "actor.min_lr_ratio", t.min_lr_ratio)
     else:
         _flag(argv, "actor.lr_scheduler", "constant_with_warmup")
-    _flag(argv, "actor.lr_warmup_ratio", t.warmup_steps / total_optimizer_steps)
+    # OpenRLHF warms up for ceil(steps x ratio) optimizer steps; w / steps rounds up to w + 1 for many
+    # (w, steps) (25 of 44: 25.000000000000004). Half a step less keeps ceil() at w, as the local backend.
+    _flag(argv, "actor.lr_warmup_ratio", max(t.warmup_steps - 0.5, 0) / total_optimizer_steps)
     # Advantages: group_norm is OpenRLHF's GRPO estimator (drops the critic, checks n > 1); the
     # experience maker replaces its values by SPEC.md 2's (population std + delta).
     _flag(argv, "algo.advantage.estimator", "group_norm")
