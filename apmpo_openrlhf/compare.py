@@ -45,7 +45,19 @@ DEFAULT_COMPARE = REPO_ROOT / "configs" / "local" / "compare.yaml"
 PRESETS = {
     "toy": DEFAULT_COMPARE,
     "testbed": REPO_ROOT / "configs" / "local" / "compare_testbed.yaml",
+    "backends": REPO_ROOT / "configs" / "local" / "compare_backends.yaml",
 }
+BACKENDS = ("local", "openrlhf")
+BACKEND_STYLE = {"local": "-", "openrlhf": "--"}
+
+
+def base_method(name: str) -> str:
+    """``apmpo@openrlhf`` -> ``apmpo`` (a run label of ``--backends``)."""
+    return name.split("@", 1)[0]
+
+
+def color_of(name: str) -> str | None:
+    return COLORS.get(name, COLORS.get(base_method(name)))
 COLORS = {"grpo": "tab:blue", "dapo": "tab:orange", "gmpo": "tab:green", "apmpo": "tab:red",
           "grpo_fac": "tab:purple", "grpo_pmpo": "tab:brown", "gspo": "tab:pink", "drgrpo": "tab:gray",
           "cispo": "tab:olive"}
@@ -98,25 +110,40 @@ def all_methods(cc: CompareConfig) -> dict[str, dict]:
     return {**cc.methods, **cc.ablations, **cc.baselines}
 
 
-def plan_runs(cc: CompareConfig, compare_path: Path, methods: list[str], seeds: list[int], extra: list[str]):
+def plan_runs(cc: CompareConfig, compare_path: Path, methods: list[str], seeds: list[int], extra: list[str],
+              backends: list[str] | None = None):
+    """Every (method, seed) run; with ``backends`` every (method, backend, seed) run, labelled
+    ``method@backend`` (same config and seed on each backend: ``--set backend=...``)."""
     base = (compare_path.parent / cc.base).resolve()
     runs = []
     # Seed-major order: the methods of one seed run side by side, so that changing machine load
     # affects every method alike (panel (c) compares wall-clock times).
     for seed in seeds:
         for method in methods:
-            out = Path(cc.output_dir) / method / f"seed_{seed}"
-            sets = [*flatten(all_methods(cc)[method]), *cc.set, *extra, f"seed={seed}", f"output_dir={out}",
-                    "local.num_threads=1", "local.progress_bar=false", f"name={method}-seed{seed}"]
-            cfg = load_config(base, sets)  # validate every run before starting any
-            runs.append({"method": method, "seed": seed, "out": out, "base": base, "sets": sets,
-                         "max_steps": cfg.max_steps})
+            for backend in backends or [None]:
+                label = method if backend is None else f"{method}@{backend}"
+                out = Path(cc.output_dir) / method / (backend or "") / f"seed_{seed}"
+                sets = [*flatten(all_methods(cc)[method]), *cc.set, *extra, f"seed={seed}", f"output_dir={out}",
+                        "local.num_threads=1", "local.progress_bar=false", f"name={method}-seed{seed}"]
+                if backend is not None:
+                    sets.append(f"backend={backend}")
+                cfg = load_config(base, sets)  # validate every run before starting any
+                if cfg.backend == "openrlhf":
+                    from .openrlhf_adapter import cpu_backend
+
+                    if cpu_backend.active():
+                        cpu_backend.check_config(cfg)  # the CPU layout, before any run starts
+                runs.append({"method": label, "seed": seed, "out": out, "base": base, "sets": sets,
+                             "max_steps": cfg.max_steps, "backend": cfg.backend})
     return runs
 
 
 def _finished(run: dict) -> bool:
     from .local.checkpoint import list_checkpoints
 
+    summary = run["out"] / "summary.json"
+    if summary.is_file():  # both backends end with it
+        return json.loads(summary.read_text())["reward"]["steps"] >= run["max_steps"]
     found = list_checkpoints(run["out"])
     return bool(found) and found[-1][0] >= run["max_steps"]
 
@@ -207,15 +234,15 @@ def plot(by_method: dict[str, list[list[dict]]], out_dir: Path, window: int, tit
     fig, axes = plt.subplots(2, 3, figsize=(16, 8.5))
     ax = axes.ravel()
     for method, runs in by_method.items():
-        color = COLORS.get(method)
+        color, style = color_of(method), BACKEND_STYLE.get(method.partition("@")[2], "-")
         for a, key in ((ax[0], "reward_mean"), (ax[1], "entropy"), (ax[2], "p"), (ax[3], "eps_high")):
-            _band(a, *_mean_curve(runs, key, window), color, label=method)
-        _band(ax[4], *_mean_curve(runs, "clip_frac_high", window), color, label=f"{method} high")
-        _band(ax[4], *_mean_curve(runs, "clip_frac_low", window), color, style="--")
+            _band(a, *_mean_curve(runs, key, window), color, label=method, style=style)
+        _band(ax[4], *_mean_curve(runs, "clip_frac_high", window), color, label=f"{method} high", style=style)
+        _band(ax[4], *_mean_curve(runs, "clip_frac_low", window), color, style=":")
     names = list(by_method)
     per_step = {m: t_interval([statistics.fmean(r["step_time_s"] for r in run) for run in by_method[m]]) for m in names}
     ax[5].bar(names, [per_step[m][0] for m in names], yerr=[per_step[m][1] for m in names],
-              color=[COLORS.get(m, "gray") for m in names], capsize=4)
+              color=[color_of(m) or "gray" for m in names], capsize=4)
     ax[0].set(title="(a) training reward", xlabel="step", ylabel="mean reward of the sampled batch")
     ax[1].set(title="(b) token entropy", xlabel="step", ylabel="mean token entropy (nats)")
     ax[2].set(title="(c) power-mean exponent p", xlabel="step", ylabel="p (GRPO/DAPO 1, GMPO 0)")
@@ -236,7 +263,8 @@ def plot(by_method: dict[str, list[list[dict]]], out_dir: Path, window: int, tit
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for method, runs in by_method.items():
         for a, key in ((axes[0], "p"), (axes[1], "eps_high")):
-            _band(a, *_mean_curve(runs, key, window), COLORS.get(method), label=method)
+            _band(a, *_mean_curve(runs, key, window), color_of(method), label=method,
+                  style=BACKEND_STYLE.get(method.partition("@")[2], "-"))
     axes[0].set(title="power-mean exponent p", xlabel="step", ylabel="p (GRPO/DAPO 1, GMPO 0)")
     axes[1].set(title="upper clip bound eps_high", xlabel="step", ylabel="eps_high")
     axes[0].legend()
@@ -251,7 +279,7 @@ def plot(by_method: dict[str, list[list[dict]]], out_dir: Path, window: int, tit
     if held:
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
         for method, rs in held.items():
-            color = COLORS.get(method)
+            color = color_of(method)
             n = min(r["heldout"]["n_samples"] for r in rs)
             ks = list(range(1, n + 1))
             stats_k = [t_interval([r["heldout"]["pass_at_k"][str(k)] for r in rs]) for k in ks]
@@ -464,12 +492,16 @@ def build_parser() -> argparse.ArgumentParser:
         "           reaches ~0.98 and the methods are hard to tell apart\n"
         "  testbed  configs/local/compare_testbed.yaml on configs/local/testbed.yaml: two-digit addition graded\n"
         "           exactly, 20% of the problems held out, supervised warm start to 0.25, 400 steps, 6 seeds\n"
-        "           (docs/local.md, 'A testbed where the methods differ')\n\n"
+        "           (docs/local.md, 'A testbed where the methods differ')\n"
+        "  backends configs/local/compare_backends.yaml on configs/local/openrlhf_cpu.yaml (APMPO and GRPO), for\n"
+        "           --backends local,openrlhf: the same task, model, optimiser and seeds on both backends\n"
+        "           (docs/openrlhf.md, 'Do the backends agree?'; benchmarks/backend_agreement.py)\n\n"
         "examples:\n"
         "  python -m apmpo_openrlhf.compare --preset testbed --ablations\n"
         "  python -m apmpo_openrlhf.compare --preset testbed --methods gspo,drgrpo,cispo\n"
         "  python -m apmpo_openrlhf.compare --preset testbed --seeds 0 1 --set max_steps=50 --output-dir /tmp/tb\n"
-        "  python -m apmpo_openrlhf.compare --preset testbed --plots-only   # redraw from finished runs",
+        "  python -m apmpo_openrlhf.compare --preset testbed --plots-only   # redraw from finished runs\n"
+        "  python -m apmpo_openrlhf.compare --preset backends --backends local,openrlhf --seeds 0 1",
     )
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="named compare config (default: toy, unless --config is given)")
@@ -496,6 +528,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training-config override for every run, repeatable (e.g. --set max_steps=300); shared by "
                    "all methods, so it cannot tune one method alone")
     p.add_argument("--plots-only", action="store_true", help="do not train; redraw from existing runs")
+    p.add_argument("--backends", default=None, metavar="LIST",
+                   help="comma-separated backends (local,openrlhf): run every method and seed on each, labelled "
+                   "method@backend, with the paired statistics between them (the base config must run on both: "
+                   "--preset backends); default: the base config's backend. Runs with openrlhf go one at a time "
+                   "unless --workers says otherwise")
     return p
 
 
@@ -518,13 +555,21 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--baselines: {config_path} defines no baselines")
         if args.workers is not None and args.workers < 1:
             raise ConfigError(f"--workers={args.workers}: must be >= 1")
-        runs = plan_runs(cc, config_path, methods, args.seeds or cc.seeds, args.overrides)
+        backends = None
+        if args.backends is not None:
+            backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+            bad = [b for b in backends if b not in BACKENDS]
+            if bad or not backends or len(set(backends)) != len(backends):
+                raise ConfigError(f"--backends={args.backends!r}: a comma-separated list of distinct {list(BACKENDS)}")
+        runs = plan_runs(cc, config_path, methods, args.seeds or cc.seeds, args.overrides, backends)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     failures = []
     t0 = time.perf_counter()
-    workers = args.workers or cc.workers or os.cpu_count() or 1
+    # an OpenRLHF run starts Ray, vLLM and DeepSpeed processes of its own: one at a time by default
+    default_workers = 1 if any(r["backend"] == "openrlhf" for r in runs) else (os.cpu_count() or 1)
+    workers = args.workers or cc.workers or default_workers
     if not args.plots_only:
         failures = execute(runs, workers)
     wall_s = time.perf_counter() - t0

@@ -85,4 +85,4 @@ class LocalSection(_Section):
     dynamic_sampling_max_rounds: int = Field(
         4, ge=1, description="DAPO dynamic filtering: generation rounds per step to refill dropped groups"
     )
-    progress_bar: bool = Field(True, description="show a tqdm bar with reward, p and eps_high")
+    progress_bar: bool = Field(True, description="show a tqdm bar with reward, p and eps_high (both backends)")

@@ -184,6 +184,14 @@ class APMPOActorPPOTrainer(ActorPPOTrainer):
             self.actor_loss_fn.bind(None)
 
 
+    def ppo_train(self, kl_ctl: float):
+        """OpenRLHF's ``ppo_train``; its status also counts the optimizer steps taken (the local
+        backend's ``optimizer_steps``), read from DeepSpeed's own step counter."""
+        before = self.actor.model.global_steps
+        status = super().ppo_train(kl_ctl)
+        status["optimizer_steps"] = float(self.actor.model.global_steps - before)
+        return status
+
     def close_window_after(self, step: int) -> None:
         """Make OpenRLHF's optimizer-step window of micro-batch ``step`` DeepSpeed's one, too.
 

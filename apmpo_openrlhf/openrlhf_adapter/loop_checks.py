@@ -141,24 +141,26 @@ class WeightSyncCheck:
 
 
 class RewardOutcomes:
-    """Counts of :data:`OUTCOME_KEYS` over the responses turned into experiences while counting."""
+    """Counts of :data:`OUTCOME_KEYS` over the responses added (the samples generator adds those of
+    a training batch's groups, dropped ones included, and merges them here; evaluation is not counted)."""
 
     def __init__(self):
-        self.counting = False
         self.reset()
 
     def reset(self) -> None:
         self.counts = {"reward/graded": 0.0, "reward/missing": 0.0, **{k: 0.0 for k in OUTCOME_KEYS.values()}}
 
     def add(self, response: dict) -> None:
-        if not self.counting:
-            return
         self.counts["reward/graded"] += 1
         if response.get("reward") is None:
             self.counts["reward/missing"] += 1
         logs = response.get("extra_logs") or {}
         for key, metric in OUTCOME_KEYS.items():
             self.counts[metric] += float(logs.get(key, 0.0))
+
+    def merge(self, other: "RewardOutcomes") -> None:
+        for key, value in other.counts.items():
+            self.counts[key] += value
 
     def take(self) -> dict[str, float]:
         counts = dict(self.counts)
@@ -167,29 +169,12 @@ class RewardOutcomes:
 
 
 class LoopChecksMixin:
-    """For the trainer actor: ``_init_loop_checks()`` at the end of ``__init__``,
-    ``_loop_checks_before_fit()`` before the fit loop, ``_loop_checks_after_step()`` after each step."""
+    """For the trainer actor: ``_init_loop_checks()`` in ``__init__`` (before the samples generator is
+    attached: it fills :attr:`reward_outcomes`), ``_loop_checks_before_fit()`` before the fit loop,
+    ``_loop_checks_after_step()`` after each step."""
 
     def _init_loop_checks(self) -> None:
-        generator = self.samples_generator
         self.reward_outcomes = RewardOutcomes()
-        to_experience = generator._process_response_into_experience
-        generate_samples = generator.generate_samples
-
-        def process_response(response, **kwargs):
-            self.reward_outcomes.add(response)
-            return to_experience(response, **kwargs)
-
-        def generate_counted(**kwargs):
-            # training rollouts only: evaluation responses go through the same function
-            self.reward_outcomes.counting = True
-            try:
-                return generate_samples(**kwargs)
-            finally:
-                self.reward_outcomes.counting = False
-
-        generator._process_response_into_experience = process_response
-        generator.generate_samples = generate_counted
         self.weight_sync_check = None
         if self.spec.get("check_weight_sync") and self.vllm_engines:
             from .image_weight_sync import make_weight_sync_check  # an image prompt for a VLM's processor

@@ -24,11 +24,19 @@ benchmark tasks, the data directory):
     ``rollout.max_prompt_len`` tokens of the model's tokenizer, in file order; labels name
     ``db_id`` and the ``db_root`` of the data directory, which the SQL reward resolves in the
     rollout actors (``$APMPO_SQL_DB_ROOT`` there overrides it).
+
+The training file holds every training prompt the same number of times, as many as make it a whole
+number of rollout batches: OpenRLHF draws an episode's prompts without replacement and ends it with
+what is left, so 25 problems at 16 prompts per step would make every other step a short one of 9
+prompts (trimmed to whole data-parallel units: 8), half the data and half the optimizer steps of a
+full one; 400 rows (each problem 16 times) make 25 full steps per episode, as the local backend's
+steps are. Evaluation prompts are written once each.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from ..config import ConfigError, TrainConfig
@@ -204,7 +212,8 @@ def with_synthetic_inputs(cfg: TrainConfig, create: bool) -> TrainConfig:
             if wants_eval and not eval_rows:
                 raise ConfigError(f"no evaluation prompts left for reward.task {cfg.reward.task!r}: set eval.at_step0 "
                                   "false and eval.every_steps null, or give data.eval_path")
-            for key, rows in (("train", train_rows), ("eval", eval_rows)):
+            copies = cfg.rollout.prompts_per_step // math.gcd(len(train_rows), cfg.rollout.prompts_per_step)
+            for key, rows in (("train", train_rows * copies), ("eval", eval_rows)):
                 if key in keys and not paths[key].is_file():
                     write_jsonl(paths[key], rows, desc=f"{key} prompts", total=len(rows))
     return cfg.model_copy(update={"model": model, "data": data})

@@ -48,18 +48,19 @@ def _load(name: str, path: Path):
     return module
 
 
-loop = _load("cpu_loop_for_colocated", HERE / "test_cpu_loop.py")
-ray_tmp = loop.ray_tmp  # the fixture: a private Ray session directory, no process left afterwards
-pytestmark = [mark for mark in loop.pytestmark if mark.name != "timeout"] + [pytest.mark.timeout(2400)]
+cpu_loop = _load("cpu_loop_for_colocated", HERE / "test_cpu_loop.py")  # its per-step checks
+pytestmark = [mark for mark in cpu_loop.pytestmark if mark.name != "timeout"] + [pytest.mark.timeout(2400)]
 
 
-def train(ray_tmp: Path, out: Path, *overrides: str) -> str:
+def train(loop, ray_tmp: Path, out: Path, *overrides: str) -> str:
+    """The user's command; its terminal output followed by the run's pipeline.log (Ray's and vLLM's
+    INFO lines go there)."""
     args = [sys.executable, "-m", "apmpo_openrlhf.train", "--config", CONFIG, "--set", f"output_dir={out}"]
     for item in overrides:
         args += ["--set", item]
-    proc = subprocess.run(args, cwd=REPO, env=loop._env(ray_tmp), capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(args, cwd=REPO, env=loop.env(ray_tmp), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-8000:]
-    return proc.stdout + proc.stderr
+    return proc.stdout + proc.stderr + (out / "pipeline.log").read_text()
 
 
 def ranks_did(checkpoint: Path) -> list[dict]:
@@ -81,7 +82,7 @@ def ranks_did(checkpoint: Path) -> list[dict]:
 def check_engines(logs: dict, steps: list[int]) -> None:
     for step in steps:
         for engine in range(RANKS):  # each engine's log-probs equal the actor's after the broadcast
-            assert logs[f"train/weight_sync/max_abs_logprob_diff/engine_{engine}"][step] < loop.SYNC_TOL
+            assert logs[f"train/weight_sync/max_abs_logprob_diff/engine_{engine}"][step] < cpu_loop.SYNC_TOL
 
 
 def network_namespace() -> str | None:
@@ -92,11 +93,11 @@ def network_namespace() -> str | None:
     return None if probe.returncode == 0 else f"unshare --net is not permitted here: {probe.stderr.strip()}"
 
 
-def resume_on_two_nodes(out: Path, tmp_path: Path) -> dict:
+def resume_on_two_nodes(loop, out: Path, tmp_path: Path) -> dict:
     head_tmp = Path(tempfile.mkdtemp(prefix="apmpo_head_", dir="/tmp"))
     worker_tmp = Path(tempfile.mkdtemp(prefix="apmpo_worker_", dir="/tmp"))
     result_file = tmp_path / "two_nodes.json"
-    env = loop._env(head_tmp)
+    env = loop.env(head_tmp)
     try:
         proc = subprocess.run(
             ["unshare", "--net", sys.executable, str(HERE / "two_node_cluster.py"), str(result_file), str(head_tmp),
@@ -135,16 +136,17 @@ def check_two_node_placement(result: dict) -> None:
         assert sorted(placed.get(role, [])) == sorted(nodes), (role, placed)
 
 
-def test_colocated_layout_trains_resumes_on_two_nodes_and_keeps_ranks_in_step(tmp_path, ray_tmp):
+def test_colocated_layout_trains_resumes_on_two_nodes_and_keeps_ranks_in_step(tmp_path, ray_tmp, openrlhf_loop):
+    loop = openrlhf_loop
     out = tmp_path / "run"
-    log = train(ray_tmp, out, "max_steps=2")
+    log = train(loop, ray_tmp, out, "max_steps=2")
     # the engines are the sleep contract's, and vLLM's own sleep ran (its executor's log line)
     assert "SleepContractRolloutActorImpl" in log and "seconds to fall asleep" in log
     first = loop.scalars(loop.event_files(out)[0])
     assert first["eval/eval_num_samples"][0] == PROMPTS * 2  # eval at step 0, with the engines woken and re-slept
-    loop.check_steps(first, [1, 2])
+    cpu_loop.check_steps(loop, first, [1, 2])
     check_engines(first, [1, 2])
-    assert first["train/weight_sync/max_abs_logprob_diff_before_training"][1] < loop.SYNC_TOL
+    assert first["train/weight_sync/max_abs_logprob_diff_before_training"][1] < cpu_loop.SYNC_TOL
     for step in (1, 2):
         assert first["train/reward/graded"][step] == PROMPTS_PER_STEP * GROUP_SIZE
     did = ranks_did(out / "checkpoints" / "_actor" / "global_step2")
@@ -153,17 +155,18 @@ def test_colocated_layout_trains_resumes_on_two_nodes_and_keeps_ranks_in_step(tm
 
     reason = network_namespace()
     if reason is None:
-        result = resume_on_two_nodes(out, tmp_path)
+        result = resume_on_two_nodes(loop, out, tmp_path)
         check_two_node_placement(result)
-        log = Path(result["submit"]["log"]).read_text()  # the job's output, as `ray job submit` follows it
+        # the job's output, as `ray job submit` follows it, and the run's pipeline.log (INFO lines)
+        log = Path(result["submit"]["log"]).read_text() + (out / "pipeline.log").read_text()
     else:
-        log = train(ray_tmp, out)
+        log = train(loop, ray_tmp, out)
     assert f"Loading the checkpoint: {out / 'checkpoints' / '_actor'}" in log
     files = loop.event_files(out)
     assert len(files) == 2
     second = loop.scalars(files[1])
     assert not any(tag.startswith("eval/") for tag in second)  # no second evaluation at step 0
-    loop.check_steps(second, [3], learned_before=loop.learned(first, 1) or loop.learned(first, 2))
+    cpu_loop.check_steps(loop, second, [3], learned_before=loop.learned(first, 1) or loop.learned(first, 2))
     check_engines(second, [3])  # with two nodes: one engine is on the other node than actor rank 0
     # the episode's last batch: 25 - 2 x 12 = 1 prompt, a short window of one optimizer step on each rank
     assert second["train/rollout/num_groups"][3] == PROMPTS - 2 * PROMPTS_PER_STEP

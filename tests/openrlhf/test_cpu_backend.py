@@ -207,8 +207,13 @@ def test_synthetic_inputs_for_null_model_and_data(tmp_path):
     made = with_synthetic_inputs(cfg, create=True)
     assert made == planned and (tmp_path / "base_model" / "config.json").is_file()
     rows = [json.loads(line) for line in (tmp_path / "prompts" / "train.jsonl").read_text().splitlines()]
-    assert len(rows) == 25 and rows[0]["prompt"] == "0+0="  # every problem of local.task (operands 0-4)
+    problems = [(r["prompt"], json.loads(r["label"])["answer"]) for r in rows]
+    # every problem of local.task (operands 0-3, + and -: 25), each 16 times: 25 whole rollout batches of 16
+    assert len(rows) == 25 * 16 == 25 * cfg.rollout.prompts_per_step and problems[:25] == problems[25:50]
+    assert len(set(problems)) == 25 and problems[0] == ("0+0=", "0") and ("3-1=", "2") in problems
     assert json.loads(rows[0]["label"]) == {"task": "math", "answer": "0"}
+    evals = (tmp_path / "prompts" / "eval.jsonl").read_text().splitlines()
+    assert len(evals) == 25  # evaluation: every problem once
     given = load_config(CPU_CONFIG, [f"model.path={tmp_path}/m", f"data.train_path={tmp_path}/t.jsonl"])
     assert with_synthetic_inputs(given, create=True) == given
     with pytest.raises(ConfigError, match=r"reward.task in \['arithmetic', 'math', 'choice', 'sql'\], got 'arithmetic_exact'"):
@@ -217,14 +222,14 @@ def test_synthetic_inputs_for_null_model_and_data(tmp_path):
         with_synthetic_inputs(load_config(CPU_CONFIG, ["reward.task=choice"]), create=False)
 
 
-def test_reward_outcomes_count_training_responses_only():
+def test_reward_outcomes_count_graded_responses():
     counter = RewardOutcomes()
     graded = {"reward": 0.0, "extra_logs": {"reward_timeout": 1.0, "reward_error": 0.0, "reward_no_answer": 0.0}}
-    counter.add(graded)  # not counting (an evaluation): ignored
-    counter.counting = True
-    for response in (graded, graded, {"reward": 1.0, "extra_logs": {"reward_no_answer": 0.0}},
-                     {"reward": None, "extra_logs": {}}):
+    for response in (graded, {"reward": 1.0, "extra_logs": {"reward_no_answer": 0.0}}, {"reward": None, "extra_logs": {}}):
         counter.add(response)
+    group = RewardOutcomes()  # the samples generator counts per prompt group and merges a batch's groups
+    group.add(graded)
+    counter.merge(group)
     assert counter.take() == {"reward/graded": 4.0, "reward/missing": 1.0, "reward/timeouts": 2.0,
                               "reward/errors": 0.0, "reward/no_answer": 0.0}
     assert counter.take()["reward/graded"] == 0.0  # reset per step

@@ -80,7 +80,7 @@ def test_vl_loop_trains_vision_tower_evaluates_checkpoints_and_resumes(tmp_path,
     assert sorted(first[pass1]) == [0] and first["eval/eval_num_samples"][0] == 8 * 2
     assert first["train/weight_sync/max_abs_logprob_diff_before_training"][1] < SYNC_TOL
     check_step(first, 1)
-    log = first_proc.stdout + first_proc.stderr
+    log = first_proc.stdout + first_proc.stderr + (out / "pipeline.log").read_text()  # INFO lines: pipeline.log
     assert "EncoderCacheSafeRolloutActorImpl" in log  # the engines reset their encoder cache after a sync
     assert (out / "checkpoints" / "_actor" / "latest").read_text().strip() == "global_step1"
     # the trained model keeps its processor (OpenRLHF saves the plain tokenizer only)
@@ -88,7 +88,7 @@ def test_vl_loop_trains_vision_tower_evaluates_checkpoints_and_resumes(tmp_path,
 
     # second invocation: resumes from global_step1 and runs step 2 only
     second_proc = loop.train(CONFIG, ray_tmp, f"output_dir={out}", env=env)
-    assert f"Loading the checkpoint: {out / 'checkpoints' / '_actor'}" in second_proc.stdout + second_proc.stderr
+    assert f"Loading the checkpoint: {out / 'checkpoints' / '_actor'}" in (out / "pipeline.log").read_text()
     assert (out / "checkpoints" / "_actor" / "latest").read_text().strip() == "global_step2"
     files = loop.event_files(out)
     assert len(files) == 2
