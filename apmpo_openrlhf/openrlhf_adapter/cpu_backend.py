@@ -386,6 +386,9 @@ def check_config(cfg) -> None:
         ipc = " (with colocate_all: CUDA IPC handles)" if o.colocate_all else ""
         problems.append(f"openrlhf.vllm_sync_backend = {o.vllm_sync_backend!r} sends weights by NCCL{ipc}, "
                         "which needs GPUs: set 'gloo'")
+    if "--vllm.sync_with_ray" in o.extra_args:
+        problems.append("--vllm.sync_with_ray (openrlhf.extra_args) sends weights by Ray's collective group over NCCL; "
+                        "the CPU backend syncs them through its gloo group: remove the flag")
     if o.packing_samples:
         problems.append("openrlhf.packing_samples = true needs flash attention: set false")
     if m.attn_implementation == "flash_attention_2":

@@ -307,16 +307,17 @@ def prepare_output_dirs(cfg: TrainConfig, args) -> Path:
     return save_config(cfg, Path(cfg.output_dir) / TRAIN_CONFIG_FILE)
 
 
-def _check_local_inputs(argv: list[str]) -> None:
+def _check_local_inputs(argv: list[str], to_build: tuple[str, ...] = ()) -> None:
     """Before starting a cluster job: the reward file must exist (OpenRLHF would only fail inside
-    the vLLM engines), and so must the model and data paths that are local paths."""
+    the vLLM engines), and so must the model and data paths that are local paths (but the config
+    keys in ``to_build``: null paths whose inputs the run builds on first start)."""
     value = {flag: argv[i + 1] for i, flag in enumerate(argv[:-1]) if flag.startswith("--")}
     reward = value["--reward.remote_url"]
     if not reward.startswith(("http://", "https://")) and not Path(reward).is_file():
         raise ConfigError(f"openrlhf.remote_reward_url: reward function file not found: {reward}")
     for flag, key in (("--actor.model_name_or_path", "model.path"), ("--data.prompt_dataset", "data.train_path")):
         path = value[flag]
-        if Path(path).expanduser().exists():
+        if key in to_build or Path(path).expanduser().exists():
             continue
         hub_like = len(Path(path).parts) == 2 and not path.startswith((".", "/", "~"))
         if not hub_like:
@@ -372,6 +373,9 @@ def run(cfg: TrainConfig, dry_run: bool) -> int:
             check_generation_batch(args)
             _print_dry_run(planned, argv, messages)
             return 0
+        _check_local_inputs(argv, to_build=tuple(key for key, value in (("model.path", cfg.model.path),
+                                                                      ("data.train_path", cfg.data.train_path))
+                                                 if value is None))
         if resolve_device(cfg) == "cpu":
             cpu_backend.check_config(cfg)
         argv = openrlhf_argv(planned)  # again, for the device the cluster has (model.dtype float32: CPU only)

@@ -144,6 +144,10 @@ def test_cuda_only_settings_are_refused_naming_each_key():
     assert "configs/local/openrlhf_cpu.yaml" in message and "openrlhf_cpu_colocated.yaml" in message
     with pytest.raises(ConfigError, match="openrlhf.packing_samples = true needs flash attention"):
         cpu_backend.check_config(load_config(CPU_CONFIG, ["openrlhf.packing_samples=true"]))
+    # OpenRLHF's Ray-collective weight sync (NCCL) would reach the CPU worker's update_weight and fail
+    # at the first broadcast, after the engines started: refused before
+    with pytest.raises(ConfigError, match=r"--vllm.sync_with_ray .*gloo group: remove the flag"):
+        cpu_backend.check_config(load_config(CPU_CONFIG, ['openrlhf.extra_args=["--vllm.sync_with_ray"]']))
     cpu_backend.check_config(load_config(CPU_CONFIG))  # the CPU layouts pass
     colocated = load_config(COLOCATED_CONFIG)
     cpu_backend.check_config(colocated)

@@ -157,7 +157,9 @@ def test_grpo_step(tmp_path, ray_tmp, openrlhf_loop):
     out = tmp_path / "grpo"
     proc = loop.train(CONFIG, ray_tmp, f"output_dir={out}", "max_steps=1", "algorithm.loss=grpo", "eval.at_step0=false",
                       "rollout.top_p=0.8", "algorithm.rollout_correction.level=token",
-                      "algorithm.rollout_correction.mode=clip", "algorithm.rollout_correction.threshold=[0.9, 1.1]")
+                      "algorithm.rollout_correction.mode=clip", "algorithm.rollout_correction.threshold=[0.9, 1.1]",
+                      "logging.wandb.project=apmpo-cpu-test", "logging.wandb.mode=offline",
+                      env={"WANDB_MODE": "offline"})  # tests/conftest.py disables W&B elsewhere
     logs = loop.scalars(loop.event_files(out)[0])
     check_steps(loop, logs, [1])
     # GRPO: the fixed clip bound 0.2 and p = 1 (token mean per sequence), whatever the batch statistics
@@ -168,6 +170,13 @@ def test_grpo_step(tmp_path, ray_tmp, openrlhf_loop):
     assert logs["train/is_filter_ratio"][1] > 0.5  # weights ~0.8 clamped to 0.9
     check_files(out, logs, [1], proc)
     assert not (out / "eval.jsonl").read_text().strip()  # evaluation off
+    # W&B offline from the trainer actor (OpenRLHF's own WandbLogger): the run is written under the
+    # output directory with the run id kept there for a resume, not in the worker's working directory
+    run_id = (out / "wandb_run_id").read_text().strip()
+    [run_dir] = (out / "wandb").glob(f"offline-run-*-{run_id}")
+    [records] = run_dir.glob(f"run-{run_id}.wandb")
+    assert b"train/eps_high" in records.read_bytes()  # the step's metrics reached W&B
+    assert not (REPO / "wandb").exists() or (REPO / "wandb").stat().st_mtime < out.stat().st_mtime
 
 
 def _free_port_base() -> int:
