@@ -17,7 +17,8 @@ methods, after the last parameter of a sync (OpenRLHF flags it with ``empty_cach
 trainer/ray/ppo_actor.py ``broadcast_to_vllm``), call vLLM's ``reset_encoder_cache()`` (scheduler
 and runner, vllm/v1/engine/core.py). :func:`install` points ``create_vllm_engines`` at it (it
 instantiates the module global ``RolloutRayActor``), on GPUs and on the CPU backend alike; for a
-text-only model the reset is a no-op. With frozen vision weights the embeddings stay valid, and the
+text-only model the reset is a no-op. On the CPU backend the sleep contract's engine actor
+(``sleep_contract.SleepContractRolloutActorImpl``) subclasses this one, so the guard holds there too. With frozen vision weights the embeddings stay valid, and the
 reset only costs recomputing them once per image.
 """
 
@@ -25,6 +26,9 @@ from __future__ import annotations
 
 import ray
 from openrlhf.trainer.ray.vllm_engine import RolloutRayActor
+from openrlhf.utils.logging_utils import init_logger
+
+logger = init_logger(__name__)  # OpenRLHF's INFO logger: the line reaches the run's log
 
 
 class EncoderCacheSafeRolloutActorImpl(RolloutRayActor.__ray_actor_class__):
@@ -46,6 +50,7 @@ class EncoderCacheSafeRolloutActorImpl(RolloutRayActor.__ray_actor_class__):
         """vLLM's reset: the scheduler's record and the model runner's embeddings."""
         await self.llm.reset_encoder_cache()
         self.encoder_cache_resets = getattr(self, "encoder_cache_resets", 0) + 1
+        logger.info("vLLM engine: encoder cache reset after weight sync %d", self.encoder_cache_resets)
 
     def get_encoder_cache_resets(self) -> int:
         """How many syncs reset the cache (read by the tests)."""

@@ -52,7 +52,8 @@ from dataclasses import dataclass, field
 
 import ray
 import torch
-from openrlhf.trainer.ray.vllm_engine import RolloutRayActor
+
+from .encoder_cache_guard import EncoderCacheSafeRolloutActorImpl
 
 logger = logging.getLogger(__name__)
 
@@ -231,9 +232,10 @@ def quiet_cpu_worker_sleep(worker_class) -> None:
     worker_class._apmpo_sleep_contract = True
 
 
-class SleepContractRolloutActorImpl(RolloutRayActor.__ray_actor_class__):
-    """OpenRLHF's RolloutRayActor on the CPU backend: the same engine and methods, with vLLM's sleep
-    state kept by :class:`EngineSleepState` (created by ``cpu_backend.install_driver_shims``)."""
+class SleepContractRolloutActorImpl(EncoderCacheSafeRolloutActorImpl):
+    """OpenRLHF's RolloutRayActor on the CPU backend: the same engine and methods (with the
+    encoder-cache reset after every sync that the GPU path has, encoder_cache_guard.py), with vLLM's
+    sleep state kept by :class:`EngineSleepState` (created by ``cpu_backend.install_driver_shims``)."""
 
     async def __init__(self, *args, engine_index: int | None = None, enable_sleep_mode: bool = False, **kwargs):
         node = ray.get_runtime_context().get_node_id()[:8] if ray.is_initialized() else "local"

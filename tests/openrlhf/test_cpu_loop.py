@@ -224,7 +224,9 @@ def test_dapo_through_ray_job_submit_to_a_loopback_head(tmp_path, ray_tmp, openr
         submit = subprocess.run(
             ["launch/submit.sh", CONFIG, "--set", f"output_dir={relative_out}", "--set", "max_steps=1",
              "--set", "algorithm.loss=dapo", "--set", "algorithm.dynamic_filtering=true",
-             "--set", "eval.at_step0=false", "--set", f"rollout.prompts_per_step={DAPO_PROMPTS}"],
+             "--set", "eval.at_step0=false", "--set", f"rollout.prompts_per_step={DAPO_PROMPTS}",
+             # one optimizer step: the config's LR warm-up would start it at LR 0 (no change to check)
+             "--set", "train.warmup_steps=0"],
             cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
         )
         assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-6000:]

@@ -30,15 +30,23 @@ class RecordingEngineClient:
         self.calls.append(("reset_encoder_cache", None))
 
 
-def guarded_actor():
-    actor = encoder_cache_guard.EncoderCacheSafeRolloutActorImpl.__new__(encoder_cache_guard.EncoderCacheSafeRolloutActorImpl)
+def guarded_actor(actor_class=encoder_cache_guard.EncoderCacheSafeRolloutActorImpl):
+    actor = actor_class.__new__(actor_class)
     actor.llm = RecordingEngineClient()
     return actor
 
 
+def _engine_actor_classes():
+    from apmpo_openrlhf.openrlhf_adapter import sleep_contract
+
+    # the GPU path's engine actor, and the CPU backend's (the sleep contract's, which subclasses it)
+    return [encoder_cache_guard.EncoderCacheSafeRolloutActorImpl, sleep_contract.SleepContractRolloutActorImpl]
+
+
+@pytest.mark.parametrize("actor_class", _engine_actor_classes(), ids=["gpu_path", "cpu_backend"])
 @pytest.mark.parametrize("path", ["update_weight", "update_weight_cuda_ipc"])
-def test_encoder_cache_is_reset_after_the_last_parameter_of_each_sync(path):
-    actor = guarded_actor()
+def test_encoder_cache_is_reset_after_the_last_parameter_of_each_sync(path, actor_class):
+    actor = guarded_actor(actor_class)
     names = ["model.visual.patch_embed.proj.weight", "model.language_model.layers.0.mlp.up_proj.weight", "lm_head.weight"]
 
     async def sync():
