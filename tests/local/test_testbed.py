@@ -4,15 +4,17 @@ split, exact reward, warm start, held-out Pass@k, the statistics, and the preset
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from apmpo_openrlhf import compare
-from apmpo_openrlhf.config import load_config
+from apmpo_openrlhf.config import ConfigError, load_config
 from apmpo_openrlhf.local.heldout_eval import pass_at_k_curve
 from apmpo_openrlhf.rewards.registry import get_reward, grade_label
 from apmpo_openrlhf.stats import compare_pair, min_sign_flip_p, paired_bootstrap_ci, sign_flip_test, t_interval
@@ -171,3 +173,103 @@ def test_presets_and_ablation_methods_validate(capsys):
     assert (pmpo.adaptive.eps_schedule, pmpo.adaptive.eps_fixed, pmpo.adaptive.p_schedule) == ("fixed", 0.2, "exp")
     # the paper's hyper-parameters are untouched (schema defaults)
     assert (fac.adaptive.gamma, fac.adaptive.eps_min, fac.adaptive.eps_max) == (0.8, 0.2, 0.4)
+
+
+def test_testbed_groups_plan_dapos_parts_and_the_compute_matched_runs(tmp_path, capsys):
+    """Issue #21's study: every variant is its method with the keys its loss reads, nothing else changed."""
+    path = compare.PRESETS["testbed"]
+    cc = compare.load_compare_config(path)
+    assert set(cc.groups) == {"dapo_parts", "compute_matched"}
+    names = [*cc.groups["dapo_parts"].methods, *cc.groups["compute_matched"].methods]
+    runs = compare.plan_runs(cc, path, names, [0], [])
+    alg = {r["method"]: load_config(r["base"], r["sets"]).algorithm for r in runs}
+    budget = {r["method"]: r["budget"] for r in runs}
+    cells = {  # (loss, eps_high, dynamic sampling)
+        "grpo_tokenmean": ("dapo", 0.2, False), "grpo_cliphigher": ("grpo", 0.28, False),
+        "grpo_ds": ("grpo", None, True), "dapo_no_ds": ("dapo", None, False),
+        "grpo_tokenmean_ds": ("dapo", 0.2, True), "grpo_cliphigher_ds": ("grpo", 0.28, True),
+        "apmpo_ds": ("apmpo", None, True), "dapo_matched": ("dapo", None, True),
+        "grpo_ds_matched": ("grpo", None, True), "apmpo_ds_matched": ("apmpo", None, True),
+    }
+    for name, (loss, eps_high, ds) in cells.items():
+        assert (alg[name].loss, alg[name].eps_high, alg[name].dynamic_filtering) == (loss, eps_high, ds), name
+        assert alg[name].eps_low == 0.2 and alg[name].adaptive.gamma == 0.8  # the methods' own values
+    # the compute-matched runs: GRPO's 400 steps of 32 x 8 samples, for every method
+    assert {m: b for m, b in budget.items() if b is not None} == {m: 32 * 8 * 400 for m in names if "matched" in m}
+    # the three main effects split the 2x2x2 design (grpo, dapo and six parts) in halves that differ in one part
+    design = {"grpo": (0, 0, 0), "dapo": (1, 1, 1)} | {
+        n: (int(ds), int(e == 0.28 or (loss == "dapo" and e is None)), int(loss == "dapo"))
+        for n, (loss, e, ds) in cells.items() if n.startswith(("grpo_", "dapo_no")) and "matched" not in n}
+    contrasts = cc.groups["dapo_parts"].contrasts
+    for i, factor in enumerate(("dynamic_sampling", "clip_higher", "token_level")):
+        c = contrasts[factor]
+        assert sorted(c.plus + c.minus) == sorted(design)
+        assert all(design[m][i] == 1 for m in c.plus) and all(design[m][i] == 0 for m in c.minus), factor
+    # --group selects a study; unknown groups, duplicate names and dangling pairs are refused before any run
+    assert compare.main(["--preset", "testbed", "--group", "nope", "--plots-only"]) == 2
+    assert "--group nope" in capsys.readouterr().err
+    for groups, message in (({"g": {"help": "x", "methods": {"grpo": {}}}}, "defined twice"),
+                            ({"g": {"help": "x", "methods": {"y": {}}, "pairs": [["y", "zzz"]]}}, "not methods of this")):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(yaml.safe_dump({"methods": {"grpo": {"algorithm": {"loss": "grpo"}}}, "groups": groups}))
+        with pytest.raises(ConfigError, match=message):
+            compare.load_compare_config(bad)
+    parser_help = compare.build_parser().format_help()
+    assert "--group dapo_parts" in parser_help and "--group compute_matched" in parser_help
+
+
+def test_generated_samples_are_counted_and_a_budget_stops_training(small_config, capsys):
+    """samples_generated counts every response sampled for training (dynamic sampling's refill rounds too,
+    held-out sampling not); local.max_generated_samples ends the run after the step that reaches it, with
+    the end-of-run held-out evaluation and checkpoint, and a rerun trains nothing."""
+    from apmpo_openrlhf.local.checkpoint import list_checkpoints
+    from apmpo_openrlhf.local.metrics import read_metrics
+    from apmpo_openrlhf.local.trainer import Trainer
+
+    common = ["checkpoint.save_hf=false", "checkpoint.save_steps=100", "max_steps=100",
+              "local.heldout_eval.at_end=true", "local.heldout_eval.n_samples=2"]
+    # without dynamic sampling: 8 prompts x 8 samples per step, so a budget of 128 is exactly 2 steps
+    trainer = Trainer(small_config(*common, "algorithm.loss=grpo", "local.max_generated_samples=128", name="plain"))
+    trainer.fit()
+    rows = read_metrics(trainer.output_dir / "metrics.jsonl")
+    assert [(r["step"], r["samples_generated"], r["samples_generated_total"]) for r in rows] == [(1, 64, 64), (2, 64, 128)]
+    # dynamic sampling (the untrained model gets most groups all wrong: refill rounds, up to 4 per step)
+    cfg = small_config(*common, "algorithm.loss=dapo", "algorithm.dynamic_filtering=true",
+                       "local.max_generated_samples=400", name="ds")
+    trainer = Trainer(cfg)
+    trainer.fit()
+    rows = read_metrics(trainer.output_dir / "metrics.jsonl")
+    totals = [r["samples_generated_total"] for r in rows]
+    assert totals[-1] >= 400 > (totals[-2] if len(totals) > 1 else 0) and len(rows) < 100
+    assert any(r["samples_generated"] > 64 for r in rows)  # a step with refill rounds
+    for r in rows:
+        assert r["samples_generated"] == r["rollout/num_groups"] * 8 == r["reward/graded"]  # held-out not counted
+        assert r["samples_generated"] % 64 == 0 and 64 <= r["samples_generated"] <= 4 * 64
+    assert totals == list(itertools.accumulate(r["samples_generated"] for r in rows))
+    last = rows[-1]["step"]
+    assert json.loads((trainer.output_dir / "heldout.json").read_text())["step"] == last
+    assert list_checkpoints(trainer.output_dir)[-1][0] == last
+    run = {"out": trainer.output_dir, "max_steps": 100, "budget": 400}
+    assert compare._finished(run) and not compare._finished({**run, "budget": totals[-1] + 1})
+    # a rerun is complete: nothing trained, nothing appended
+    again = Trainer(cfg)
+    again.fit()
+    assert "already complete" in capsys.readouterr().err
+    assert read_metrics(trainer.output_dir / "metrics.jsonl") == rows
+    # a checkpoint written before the counter existed: the count is recovered from metrics.jsonl
+    ckpt = list_checkpoints(trainer.output_dir)[-1][1]
+    state = torch.load(ckpt, weights_only=False)
+    del state["samples_generated_total"]
+    torch.save(state, ckpt)
+    old = Trainer(cfg)
+    old.maybe_resume()
+    assert old.samples_generated_total == totals[-1] and old.finished()
+
+
+def test_sample_budget_is_refused_where_it_cannot_be_honoured(default_config):
+    with pytest.raises(ConfigError, match="local.max_generated_samples.*local backend only"):
+        load_config(default_config, ["backend=openrlhf", "local.max_generated_samples=1000"])
+    with pytest.raises(ConfigError, match="local.max_generated_samples.*lr_schedule"):
+        load_config(default_config, ["train.lr_schedule=cosine", "local.max_generated_samples=1000"])
+    with pytest.raises(ConfigError, match="max_generated_samples"):
+        load_config(default_config, ["local.max_generated_samples=0"])
