@@ -34,6 +34,7 @@ import os
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -53,19 +54,25 @@ PRESETS = {
 COLORS = {"grpo": "tab:blue", "dapo": "tab:orange", "gmpo": "tab:green", "apmpo": "tab:red",
           "grpo_fac": "tab:purple", "grpo_pmpo": "tab:brown", "gspo": "tab:pink", "drgrpo": "tab:gray",
           "cispo": "tab:olive",
-          # DAPO's parts (testbed group dapo_parts); a `<name>_matched` variant (compute_matched) is drawn
-          # dashed in the color of <name>
+          # DAPO's parts (testbed group dapo_parts); a variant under a sample budget (compute_matched:
+          # `<name>_matched`, `<name>_2x`) is drawn in the color of <name>, dashed / dash-dotted
           "dapo_no_ds": "goldenrod", "grpo_ds": "tab:cyan", "apmpo_ds": "salmon", "grpo_cliphigher": "lightskyblue",
           "grpo_tokenmean": "navy", "grpo_tokenmean_ds": "teal", "grpo_cliphigher_ds": "slateblue"}
-MATCHED_SUFFIX = "_matched"
+BUDGET_STYLES = {"_matched": "--", "_2x": "-."}
 
 
 def color_of(method: str) -> str | None:
-    return COLORS.get(method, COLORS.get(method.removesuffix(MATCHED_SUFFIX)))
+    for suffix in BUDGET_STYLES:
+        method = method.removesuffix(suffix)
+    return COLORS.get(method)
 
 
 def line_style(method: str, solid: str = "-") -> str:
-    return solid.replace("-", "--") if method.endswith(MATCHED_SUFFIX) else solid
+    """A budget variant's line style (the marker of ``solid``, e.g. "o-", is kept)."""
+    for suffix, style in BUDGET_STYLES.items():
+        if method.endswith(suffix):
+            return solid.replace("-", style)
+    return solid
 
 
 class Contrast(BaseModel):
@@ -334,7 +341,8 @@ def plot(by_method: dict[str, list[list[dict]]], out_dir: Path, window: int, tit
     ax[0].legend(fontsize=8, ncol=2 if len(by_method) > 8 else 1)
     n_seeds = sorted({len(r) for r in by_method.values()})
     fig.suptitle(f"{title}: mean over {'/'.join(map(str, n_seeds))} seeds, shaded = 95% t-interval over seeds "
-                 f"(curves: {window}-step moving average; dashed: a `{MATCHED_SUFFIX}` run under a sample budget)",
+                 f"(curves: {window}-step moving average; dashed / dash-dotted: `_matched` / `_2x` runs under a "
+                 "sample budget)",
                  fontsize=10)
     fig.tight_layout()
     path = out_dir / f"figure1{suffix}.png"
@@ -677,8 +685,11 @@ def _groups_help() -> str:
             lines.append(f"  {preset}: cannot read {path.name}: {e}")
             continue
         for name, grp in cc.groups.items():
-            lines.append(f"  --preset {preset} --group {name}  ({len(grp.methods)} methods: {', '.join(grp.methods)})")
-            lines.append("      " + grp.help)
+            lines.append(f"  --preset {preset} --group {name}")
+            lines.append(textwrap.fill(grp.help, width=100, initial_indent="      ", subsequent_indent="      "))
+            width = max(map(len, grp.methods))
+            for method, overrides in grp.methods.items():
+                lines.append(f"        {method:<{width}}  {' '.join(flatten(overrides))}")
     return "\n".join(lines) if lines else "  (no preset defines groups)"
 
 

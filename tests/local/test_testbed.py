@@ -137,24 +137,32 @@ def test_warm_start_is_deterministic_and_cached(tmp_path):
 @pytest.mark.slow
 def test_testbed_preset_at_reduced_size(tmp_path):
     out = tmp_path / "tb"
-    argv = ["--preset", "testbed", "--ablations", "--methods", "grpo", "dapo", "grpo_pmpo", "--seeds", "0", "1",
-            "--workers", "2", "--output-dir", str(out)]
+    argv = ["--preset", "testbed", "--group", "compute_matched", "--methods", "grpo", "dapo", "dapo_matched",
+            "--seeds", "0", "1", "--workers", "2", "--output-dir", str(out)]
     for s in [*TINY, "max_steps=4", "local.heldout_eval.every_steps=2", "checkpoint.save_steps=2"]:
         argv += ["--set", s]
     assert compare.main(argv) == 0
-    for name in ("figure1.png", "adaptive.png", "heldout.png", "summary.md", "results.json"):
+    for name in ("figure1.png", "adaptive.png", "heldout.png", "summary.md", "results.json",
+                 "figure1_compute_matched.png", "heldout_compute_matched.png"):
         assert (out / name).stat().st_size > 0, name
     held = json.loads((out / "dapo" / "seed_1" / "heldout.json").read_text())
     assert held["step"] == 4 and held["n_samples"] == 4 and set(held["pass_at_k"]) == {"1", "2", "3", "4"}
     rows = [json.loads(x) for x in (out / "grpo" / "seed_0" / "heldout.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 2, 4]
     results = json.loads((out / "results.json").read_text())
-    assert set(results["methods"]) == {"grpo", "dapo", "grpo_pmpo"}
+    assert set(results["methods"]) == {"grpo", "dapo", "dapo_matched"}
     assert results["methods"]["grpo"]["seeds"] == [0, 1]
     assert len(results["pairs"]) == 3 and results["pairs"][0]["heldout_pass@1"]["n"] == 2
+    # generated samples per run: 8 prompts x 4 samples per step without dynamic sampling, more with it
+    per_seed = results["methods"]["grpo"]["per_seed"]
+    assert [per_seed[s]["samples_generated_total"] for s in ("0", "1")] == [128, 128]
+    assert results["methods"]["dapo"]["mean"]["samples_generated_total"] >= 128
+    # the group's own comparisons (those whose methods ran: dapo_matched vs grpo and vs dapo)
+    group = results["groups"]["compute_matched"]
+    assert [(p["a"], p["b"]) for p in group["pairs"]] == [("dapo_matched", "grpo"), ("dapo_matched", "dapo")]
     text = (out / "summary.md").read_text()
     assert "| grpo | 2 |" in text and "held-out Pass@1" in text and "- grpo vs dapo:" in text
-    assert "sign-flip" in text
+    assert "sign-flip" in text and "## Group `compute_matched`" in text and "## Generated samples per run" in text
     # finished runs are skipped: a rerun only redraws
     mtime = (out / "grpo" / "seed_0" / "heldout.json").stat().st_mtime_ns
     assert compare.main(argv) == 0
@@ -190,16 +198,19 @@ def test_testbed_groups_plan_dapos_parts_and_the_compute_matched_runs(tmp_path, 
         "grpo_tokenmean_ds": ("dapo", 0.2, True), "grpo_cliphigher_ds": ("grpo", 0.28, True),
         "apmpo_ds": ("apmpo", None, True), "dapo_matched": ("dapo", None, True),
         "grpo_ds_matched": ("grpo", None, True), "apmpo_ds_matched": ("apmpo", None, True),
+        "grpo_2x": ("grpo", None, False), "dapo_no_ds_2x": ("dapo", None, False), "apmpo_2x": ("apmpo", None, False),
     }
     for name, (loss, eps_high, ds) in cells.items():
         assert (alg[name].loss, alg[name].eps_high, alg[name].dynamic_filtering) == (loss, eps_high, ds), name
         assert alg[name].eps_low == 0.2 and alg[name].adaptive.gamma == 0.8  # the methods' own values
-    # the compute-matched runs: GRPO's 400 steps of 32 x 8 samples, for every method
-    assert {m: b for m, b in budget.items() if b is not None} == {m: 32 * 8 * 400 for m in names if "matched" in m}
+    # the compute-matched runs: GRPO's 400 steps of 32 x 8 samples (_matched) or DAPO's two rounds per step (_2x)
+    assert {m: b for m, b in budget.items() if b is not None} == {
+        m: 32 * 8 * 400 * (2 if m.endswith("_2x") else 1) for m in names if m.endswith(("_matched", "_2x"))}
+    assert {r["max_steps"] for r in runs if r["method"].endswith("_2x")} == {2000}  # the budget ends them
     # the three main effects split the 2x2x2 design (grpo, dapo and six parts) in halves that differ in one part
     design = {"grpo": (0, 0, 0), "dapo": (1, 1, 1)} | {
         n: (int(ds), int(e == 0.28 or (loss == "dapo" and e is None)), int(loss == "dapo"))
-        for n, (loss, e, ds) in cells.items() if n.startswith(("grpo_", "dapo_no")) and "matched" not in n}
+        for n, (loss, e, ds) in cells.items() if n.startswith(("grpo_", "dapo_no")) and not n.endswith(("_matched", "_2x"))}
     contrasts = cc.groups["dapo_parts"].contrasts
     for i, factor in enumerate(("dynamic_sampling", "clip_higher", "token_level")):
         c = contrasts[factor]
