@@ -50,7 +50,19 @@ DEFAULT_COMPARE = REPO_ROOT / "configs" / "local" / "compare.yaml"
 PRESETS = {
     "toy": DEFAULT_COMPARE,
     "testbed": REPO_ROOT / "configs" / "local" / "compare_testbed.yaml",
+    "backends": REPO_ROOT / "configs" / "local" / "compare_backends.yaml",
 }
+BACKENDS = ("local", "openrlhf")
+BACKEND_STYLE = {"local": "-", "openrlhf": "--"}
+
+
+def base_method(name: str) -> str:
+    """``apmpo@openrlhf`` -> ``apmpo`` (a run label of ``--backends``)."""
+    return name.split("@", 1)[0]
+
+
+def color_of(name: str) -> str | None:
+    return COLORS.get(name, COLORS.get(base_method(name)))
 COLORS = {"grpo": "tab:blue", "dapo": "tab:orange", "gmpo": "tab:green", "apmpo": "tab:red",
           "grpo_fac": "tab:purple", "grpo_pmpo": "tab:brown", "gspo": "tab:pink", "drgrpo": "tab:gray",
           "cispo": "tab:olive",
@@ -193,19 +205,32 @@ def group_members(group: MethodGroup) -> list[str]:
     return list(dict.fromkeys([*named, *group.methods]))
 
 
-def plan_runs(cc: CompareConfig, compare_path: Path, methods: list[str], seeds: list[int], extra: list[str]):
+def plan_runs(cc: CompareConfig, compare_path: Path, methods: list[str], seeds: list[int], extra: list[str],
+              backends: list[str] | None = None):
+    """Every (method, seed) run; with ``backends`` every (method, backend, seed) run, labelled
+    ``method@backend`` (same config and seed on each backend: ``--set backend=...``)."""
     base = (compare_path.parent / cc.base).resolve()
     runs = []
     # Seed-major order: the methods of one seed run side by side, so that changing machine load
     # affects every method alike (panel (c) compares wall-clock times).
     for seed in seeds:
         for method in methods:
-            out = Path(cc.output_dir) / method / f"seed_{seed}"
-            sets = [*flatten(all_methods(cc)[method]), *cc.set, *extra, f"seed={seed}", f"output_dir={out}",
-                    "local.num_threads=1", "local.progress_bar=false", f"name={method}-seed{seed}"]
-            cfg = load_config(base, sets)  # validate every run before starting any
-            runs.append({"method": method, "seed": seed, "out": out, "base": base, "sets": sets,
-                         "max_steps": cfg.max_steps, "budget": cfg.local.max_generated_samples})
+            for backend in backends or [None]:
+                label = method if backend is None else f"{method}@{backend}"
+                out = Path(cc.output_dir) / method / (backend or "") / f"seed_{seed}"
+                sets = [*flatten(all_methods(cc)[method]), *cc.set, *extra, f"seed={seed}", f"output_dir={out}",
+                        "local.num_threads=1", "local.progress_bar=false", f"name={method}-seed{seed}"]
+                if backend is not None:
+                    sets.append(f"backend={backend}")
+                cfg = load_config(base, sets)  # validate every run before starting any
+                if cfg.backend == "openrlhf":
+                    from .openrlhf_adapter import cpu_backend
+
+                    if cpu_backend.active():
+                        cpu_backend.check_config(cfg)  # the CPU layout, before any run starts
+                runs.append({"method": label, "seed": seed, "out": out, "base": base, "sets": sets,
+                             "max_steps": cfg.max_steps, "backend": cfg.backend,
+                             "budget": cfg.local.max_generated_samples})
     return runs
 
 
@@ -213,6 +238,9 @@ def _finished(run: dict) -> bool:
     """The run's last checkpoint is at max_steps, or at the step where its sample budget was spent."""
     from .local.checkpoint import list_checkpoints
 
+    summary = run["out"] / "summary.json"
+    if summary.is_file():  # both backends end with it
+        return json.loads(summary.read_text())["reward"]["steps"] >= run["max_steps"]
     found = list_checkpoints(run["out"])
     if not found:
         return False
@@ -322,10 +350,10 @@ def plot(by_method: dict[str, list[list[dict]]], out_dir: Path, window: int, tit
     fig, axes = plt.subplots(2, 3, figsize=(16, 8.5))
     ax = axes.ravel()
     for method, runs in by_method.items():
-        color = color_of(method)
+        color, style = color_of(method), BACKEND_STYLE.get(method.partition("@")[2], "-")
         for a, key in ((ax[0], "reward_mean"), (ax[1], "entropy"), (ax[2], "p"), (ax[3], "eps_high")):
-            _band(a, *_mean_curve(runs, key, window), color, label=method)
-        _band(ax[4], *_mean_curve(runs, "clip_frac_high", window), color)
+            _band(a, *_mean_curve(runs, key, window), color, label=method, style=style)
+        _band(ax[4], *_mean_curve(runs, "clip_frac_high", window), color, label=f"{method} high", style=style)
         _band(ax[4], *_mean_curve(runs, "clip_frac_low", window), color, style=":")
     names = list(by_method)
     per_step = {m: t_interval([statistics.fmean(r["step_time_s"] for r in run) for run in by_method[m]]) for m in names}
@@ -354,7 +382,8 @@ def plot(by_method: dict[str, list[list[dict]]], out_dir: Path, window: int, tit
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
         for method, runs in by_method.items():
             for a, key in ((axes[0], "p"), (axes[1], "eps_high")):
-                _band(a, *_mean_curve(runs, key, window), color_of(method), label=method)
+                _band(a, *_mean_curve(runs, key, window), color_of(method), label=method,
+                      style=BACKEND_STYLE.get(method.partition("@")[2], "-"))
         axes[0].set(title="power-mean exponent p", xlabel="step", ylabel="p (GRPO/DAPO 1, GMPO 0)")
         axes[1].set(title="upper clip bound eps_high", xlabel="step", ylabel="eps_high")
         axes[0].legend(fontsize=8, ncol=2 if len(by_method) > 8 else 1)
@@ -711,7 +740,10 @@ def build_parser() -> argparse.ArgumentParser:
         "           reaches ~0.98 and the methods are hard to tell apart\n"
         "  testbed  configs/local/compare_testbed.yaml on configs/local/testbed.yaml: two-digit addition graded\n"
         "           exactly, 20% of the problems held out, supervised warm start to 0.25, 400 steps, 6 seeds\n"
-        "           (docs/local.md, 'A testbed where the methods differ')\n\n"
+        "           (docs/local.md, 'A testbed where the methods differ')\n"
+        "  backends configs/local/compare_backends.yaml on configs/local/openrlhf_cpu.yaml (APMPO and GRPO), for\n"
+        "           --backends local,openrlhf: the same task, model, optimiser and seeds on both backends\n"
+        "           (docs/openrlhf.md, 'Do the backends agree?'; benchmarks/backend_agreement.py)\n\n"
         "groups (--group NAME; also ablations, baselines, all):\n" + _groups_help() + "\n\n"
         "examples:\n"
         "  python -m apmpo_openrlhf.compare --preset testbed --ablations\n"
@@ -719,7 +751,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  python -m apmpo_openrlhf.compare --preset testbed --group all        # every method of the preset\n"
         "  python -m apmpo_openrlhf.compare --preset testbed --methods gspo,drgrpo,cispo\n"
         "  python -m apmpo_openrlhf.compare --preset testbed --seeds 0 1 --set max_steps=50 --output-dir /tmp/tb\n"
-        "  python -m apmpo_openrlhf.compare --preset testbed --plots-only   # redraw from finished runs",
+        "  python -m apmpo_openrlhf.compare --preset testbed --plots-only   # redraw from finished runs\n"
+        "  python -m apmpo_openrlhf.compare --preset backends --backends local,openrlhf --seeds 0 1",
     )
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="named compare config (default: toy, unless --config is given)")
@@ -750,6 +783,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training-config override for every run, repeatable (e.g. --set max_steps=300); shared by "
                    "all methods, so it cannot tune one method alone")
     p.add_argument("--plots-only", action="store_true", help="do not train; redraw from existing runs")
+    p.add_argument("--backends", default=None, metavar="LIST",
+                   help="comma-separated backends (local,openrlhf): run every method and seed on each, labelled "
+                   "method@backend, with the paired statistics between them (the base config must run on both: "
+                   "--preset backends); default: the base config's backend. Runs with openrlhf go one at a time "
+                   "unless --workers says otherwise")
     return p
 
 
@@ -773,13 +811,21 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--baselines: {config_path} defines no baselines")
         if args.workers is not None and args.workers < 1:
             raise ConfigError(f"--workers={args.workers}: must be >= 1")
-        runs = plan_runs(cc, config_path, methods, args.seeds or cc.seeds, args.overrides)
+        backends = None
+        if args.backends is not None:
+            backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+            bad = [b for b in backends if b not in BACKENDS]
+            if bad or not backends or len(set(backends)) != len(backends):
+                raise ConfigError(f"--backends={args.backends!r}: a comma-separated list of distinct {list(BACKENDS)}")
+        runs = plan_runs(cc, config_path, methods, args.seeds or cc.seeds, args.overrides, backends)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     failures = []
     t0 = time.perf_counter()
-    workers = args.workers or cc.workers or os.cpu_count() or 1
+    # an OpenRLHF run starts Ray, vLLM and DeepSpeed processes of its own: one at a time by default
+    default_workers = 1 if any(r["backend"] == "openrlhf" for r in runs) else (os.cpu_count() or 1)
+    workers = args.workers or cc.workers or default_workers
     if not args.plots_only:
         failures = execute(runs, workers)
     wall_s = time.perf_counter() - t0

@@ -29,11 +29,21 @@ def effective_mode(cfg: TrainConfig) -> str | None:
 
 
 def has_credentials() -> bool:
-    """A W&B API key is configured here (``WANDB_API_KEY`` or ``wandb login``), checked without a prompt
-    or a network call."""
-    import wandb
+    """A W&B API key is configured here (``WANDB_API_KEY``, or the ``~/.netrc`` entry that ``wandb login``
+    writes for the W&B host), checked without a prompt, a network call or wandb's process-wide settings
+    (which keep the first answer for the rest of the process)."""
+    if os.environ.get("WANDB_API_KEY", "").strip():
+        return True
+    import netrc
+    from urllib.parse import urlparse
 
-    return bool(wandb.login(prompt=False, verify=False))
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    path = os.environ.get("NETRC") or os.path.join(os.path.expanduser("~"), ".netrc")
+    try:
+        entry = netrc.netrc(path).authenticators(host)
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+    return bool(entry and entry[2])
 
 
 def check_credentials(cfg: TrainConfig) -> None:

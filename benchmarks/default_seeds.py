@@ -28,7 +28,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from apmpo_openrlhf.local.metrics import read_metrics, reward_curve_stats  # noqa: E402
+from apmpo_openrlhf.local.metrics import check_targets, read_metrics, reward_curve_stats  # noqa: E402
 
 TARGETS = {"first": ("<=", 0.3), "last": (">=", 0.9), "tail_min_smoothed": (">=", 0.75), "cpu_s": ("<=", 180.0)}
 
@@ -106,13 +106,8 @@ def main() -> int:
     for r in results:
         print(f"| {r['seed']} | {r['first']:.3f} | {r['last']:.3f} | {r['tail_min_smoothed']:.3f} | {r['eval0']:.2f} "
               f"| {r['eval_end']:.2f} | {wrong_at_end(out, r['seed'])} | {r['cpu_s']:.0f} | {r['wall_s']:.0f} |")
-    ok = True
-    for key, (op, bound) in TARGETS.items():
-        values = [r[key] for r in results]
-        worst = max(values) if op == "<=" else min(values)
-        met = worst <= bound if op == "<=" else worst >= bound
-        ok &= met
-        print(f"{key} {op} {bound} for every seed: {'yes' if met else 'NO'} (worst {worst:.3f})")
+    ok, lines = check_targets(results, TARGETS)
+    print("\n".join(lines))
     return 0 if ok else 1
 
 

@@ -1,11 +1,13 @@
-"""The processes of one Ray head, by process id (``ray stop`` would end every Ray process of the user).
+"""The processes of one Ray node, by process id (``ray stop`` would end every Ray process of the user).
 
-    python launch/ray_processes.py record RAY_TMP_DIR   # after `ray start --head --temp-dir RAY_TMP_DIR`
+    python launch/ray_processes.py record RAY_TMP_DIR [--role worker]   # after `ray start --temp-dir RAY_TMP_DIR`
     python launch/ray_processes.py stop RAY_TMP_DIR     # SIGTERM, then SIGKILL after a grace period
 
-``record`` writes ``RAY_TMP_DIR/head.pids``: the processes whose command line names this head's
-session directory (GCS, raylet, dashboard, agents, monitors). ``stop`` ends them and everything they
-started (the raylet's workers, vLLM's engine processes), children first found while they are alive.
+``record`` writes ``RAY_TMP_DIR/head.pids`` (``worker.pids`` for a worker node): the processes whose
+command line names this node's session directory (head: GCS, raylet, dashboard, agents, monitors;
+worker: raylet and agents). Each node needs its own RAY_TMP_DIR. ``stop`` ends the recorded
+processes and everything they started (the raylet's workers, vLLM's engine processes), children
+first found while they are alive.
 """
 
 from __future__ import annotations
@@ -17,8 +19,12 @@ from pathlib import Path
 
 import psutil
 
-PIDS_FILE = "head.pids"
+ROLES = ("head", "worker")
 GRACE_S = 15.0
+
+
+def pids_file(tmp_dir: Path, role: str) -> Path:
+    return tmp_dir / f"{role}.pids"
 
 
 def session_dir(tmp_dir: Path) -> Path:
@@ -28,7 +34,7 @@ def session_dir(tmp_dir: Path) -> Path:
     return latest.resolve()
 
 
-def head_processes(session: Path) -> list[psutil.Process]:
+def node_processes(session: Path) -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter(["pid", "cmdline", "uids"]):
         try:
@@ -41,18 +47,19 @@ def head_processes(session: Path) -> list[psutil.Process]:
     return found
 
 
-def record(tmp_dir: Path) -> list[int]:
-    pids = sorted(p.pid for p in head_processes(session_dir(tmp_dir)))
-    (tmp_dir / PIDS_FILE).write_text("".join(f"{pid}\n" for pid in pids))
+def record(tmp_dir: Path, role: str = "head") -> list[int]:
+    pids = sorted(p.pid for p in node_processes(session_dir(tmp_dir)))
+    pids_file(tmp_dir, role).write_text("".join(f"{pid}\n" for pid in pids))
     return pids
 
 
 def stop(tmp_dir: Path) -> int:
-    pids_file = tmp_dir / PIDS_FILE
-    if not pids_file.is_file():
-        raise SystemExit(f"error: {pids_file} not found (record it after starting the head)")
+    files = [pids_file(tmp_dir, role) for role in ROLES if pids_file(tmp_dir, role).is_file()]
+    if not files:
+        raise SystemExit(f"error: no {' or '.join(pids_file(tmp_dir, r).name for r in ROLES)} in {tmp_dir} "
+                         "(recorded by launch/ray_head.sh and launch/ray_worker.sh)")
     procs: dict[int, psutil.Process] = {}
-    for line in pids_file.read_text().split():
+    for line in "".join(f.read_text() for f in files).split():
         try:
             proc = psutil.Process(int(line))
             for p in [proc, *proc.children(recursive=True)]:
@@ -71,20 +78,22 @@ def stop(tmp_dir: Path) -> int:
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(alive, timeout=5)
-    pids_file.unlink()
+    for file in files:
+        file.unlink()
     return len(procs)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=["record", "stop"])
-    parser.add_argument("tmp_dir", type=Path, help="the head's --temp-dir (RAY_TMP_DIR)")
+    parser.add_argument("tmp_dir", type=Path, help="the node's --temp-dir (RAY_TMP_DIR)")
+    parser.add_argument("--role", choices=ROLES, default="head", help="record: the node's role (names the file)")
     args = parser.parse_args(argv)
     if args.action == "record":
-        pids = record(args.tmp_dir)
-        print(f"Ray head processes: {' '.join(map(str, pids))} (in {args.tmp_dir / PIDS_FILE})")
+        pids = record(args.tmp_dir, args.role)
+        print(f"Ray {args.role} processes: {' '.join(map(str, pids))} (in {pids_file(args.tmp_dir, args.role)})")
     else:
-        print(f"stopped {stop(args.tmp_dir)} processes of the Ray head in {args.tmp_dir}")
+        print(f"stopped {stop(args.tmp_dir)} processes of the Ray node in {args.tmp_dir}")
     return 0
 
 

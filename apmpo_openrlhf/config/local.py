@@ -91,4 +91,4 @@ class LocalSection(_Section):
         "samples_generated_total reaches it, or at max_steps if that comes first (None = no budget; local backend "
         "only; needs train.lr_schedule constant)"
     )
-    progress_bar: bool = Field(True, description="show a tqdm bar with reward, p and eps_high")
+    progress_bar: bool = Field(True, description="show a tqdm bar with reward, p and eps_high (both backends)")

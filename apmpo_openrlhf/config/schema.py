@@ -163,7 +163,7 @@ class ModelSection(Section):
     path: str | None = Field(
         None,
         description="Hugging Face model directory; null = build the tiny local model (local.tiny_model) into "
-        "<output_dir>/base_model",
+        "<output_dir>/base_model (openrlhf with openrlhf.max_images_per_prompt > 0: a tiny Qwen2.5-VL)",
     )
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "bfloat16", description="parameter dtype (openrlhf: float32 only on the CPU backend, a machine without GPU)"
@@ -212,7 +212,8 @@ class DataSection(Section):
     train_path: str | None = Field(
         None,
         description="prompt dataset (jsonl from `python -m apmpo_openrlhf.data`); null = the synthetic task "
-        "(local.task; openrlhf: written to <output_dir>/prompts/)",
+        "(local.task; openrlhf: written to <output_dir>/prompts/, or with reward.task choice / sql Geometry3K / "
+        "Spider dev questions from the data directory)",
     )
     eval_path: str | None = Field(None, description="optional evaluation prompt dataset")
     input_key: str = Field("prompt", description="field holding the chat-formatted prompt")

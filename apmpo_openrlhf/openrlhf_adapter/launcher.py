@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import runpy
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,8 +31,16 @@ import yaml
 
 from .. import wandb_setup
 from ..config import TRAIN_CONFIG_FILE, ConfigError, TrainConfig, save_config
-from . import cpu_backend, flash_attn_standin
-from .arguments import REPO_ROOT, algorithm_spec, openrlhf_argv, shell_command, under_ray_job, with_path_base
+from . import cpu_backend, flash_attn_standin, vision_standin
+from .arguments import (
+    REPO_ROOT,
+    algorithm_spec,
+    openrlhf_argv,
+    output_paths,
+    shell_command,
+    under_ray_job,
+    with_path_base,
+)
 from .synthetic_inputs import with_synthetic_inputs
 
 CLI_MODULE = "openrlhf.cli.train_ppo_ray"
@@ -269,9 +279,12 @@ def _train(cfg: TrainConfig, args, real_train) -> None:
 
     from .patches import check_installed
 
+    from .trainer import check_generation_batch
+
     check_installed(real_train.__globals__)
     if args.train.async_enable:
         raise OpenRLHFArgumentError("--train.async_enable is not supported by the APMPO extension")
+    check_generation_batch(args)
     args.apmpo = algorithm_spec(cfg).as_dict()
     if cpu_backend.active():
         for note in cpu_backend.configure_args(args, cfg):
@@ -280,6 +293,8 @@ def _train(cfg: TrainConfig, args, real_train) -> None:
     prepare_output_dirs(cfg, args)
     if not ray.is_initialized():
         ray.init(**ray_init_kwargs(cfg, args))
+    if cpu_backend.active():
+        cpu_backend.check_one_machine()
     real_train(args)
 
 
@@ -310,26 +325,79 @@ def _check_local_inputs(argv: list[str]) -> None:
               "Hugging Face Hub (needs internet)", file=sys.stderr)
 
 
+def _shutdown_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def checkpoint_step(cfg: TrainConfig) -> int:
+    """The global step of the checkpoint a run resumes from (0: a fresh run)."""
+    if not cfg.checkpoint.resume:
+        return 0
+    latest = Path(output_paths(cfg)["ckpt_path"]) / "_actor" / "latest"
+    try:
+        return int(latest.read_text().strip().removeprefix("global_step"))
+    except (OSError, ValueError):
+        return 0
+
+
+def write_summary(cfg: TrainConfig, wall_s: float) -> None:
+    """The local backend's end-of-run summary (summary.json and the one-glance text) from the
+    metrics.jsonl / eval.jsonl the trainer actor wrote, with the time per stage."""
+    from ..local.metrics import format_summary, run_summary
+
+    out = Path(cfg.output_dir)
+    if not (out / "metrics.jsonl").is_file() or not (out / "metrics.jsonl").read_text().strip():
+        return
+    summary = run_summary(out, wall_s=wall_s)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(format_summary(summary), file=sys.stderr, flush=True)
+
+
 def run(cfg: TrainConfig, dry_run: bool) -> int:
     """Entry point of ``python -m apmpo_openrlhf.train`` for ``backend: openrlhf``; returns an exit code."""
+    t0 = time.perf_counter()
+    if cpu_backend.active():
+        vision_standin.install()  # before anything imports transformers (VLM processors need torchvision)
     try:
         cfg = with_path_base(cfg)
-        cfg = with_synthetic_inputs(cfg, create=not dry_run)
-        argv = openrlhf_argv(cfg)  # every refusal that needs no cluster comes first
+        planned = with_synthetic_inputs(cfg, create=False)  # the paths of inputs built on first run
+        argv = openrlhf_argv(planned)  # every refusal that needs no cluster comes first
         if dry_run:
-            _, messages = validate_with_openrlhf(argv)
-            _print_dry_run(cfg, argv, messages)
+            args, messages = validate_with_openrlhf(argv)
+            from .trainer import check_generation_batch  # OpenRLHF importable now (flash_attn stand-in)
+
+            check_generation_batch(args)
+            _print_dry_run(planned, argv, messages)
             return 0
-        _check_local_inputs(argv)
         if resolve_device(cfg) == "cpu":
             cpu_backend.check_config(cfg)
-        argv = openrlhf_argv(cfg)  # again, for the device the cluster has (model.dtype float32: CPU only)
-        print(shell_command(argv), flush=True)
-        from .patches import install_driver_patches
+        argv = openrlhf_argv(planned)  # again, for the device the cluster has (model.dtype float32: CPU only)
+        from .console import PipelineConsole
 
-        install_driver_patches()
-        run_openrlhf_cli(argv, lambda args, real_train: _train(cfg, args, real_train))
+        start = checkpoint_step(cfg)
+        console = PipelineConsole(Path(cfg.output_dir), cfg.max_steps, min(start, cfg.max_steps),
+                                  f"{cfg.name} [{cfg.algorithm.loss}]", progress=cfg.local.progress_bar)
+        print(f"Ray, vLLM, DeepSpeed and OpenRLHF log to {console.log_path} (their warnings and errors also here)",
+              file=sys.stderr, flush=True)
+        with console:
+            cfg = with_synthetic_inputs(cfg, create=True)
+            _check_local_inputs(argv)
+            console.show(shell_command(argv))
+            if start >= cfg.max_steps:
+                console.show(f"{cfg.output_dir}: already complete at step {start} of {cfg.max_steps}: nothing to "
+                             "train (checkpoint.resume=true; use --set output_dir=DIR for a fresh run)")
+            from .patches import install_driver_patches
+
+            install_driver_patches()
+            try:
+                run_openrlhf_cli(argv, lambda args, real_train: _train(cfg, args, real_train))
+            finally:
+                _shutdown_ray()  # inside the console: the engines' shutdown messages go to the log
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    write_summary(cfg, time.perf_counter() - t0)
     return 0

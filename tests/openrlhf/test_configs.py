@@ -310,4 +310,9 @@ def test_cosine_lr_schedule_maps_to_openrlhfs_cosine_with_min_lr():
     args, _ = validate_with_openrlhf(openrlhf_argv(cfg, cwd=REPO))
     assert args.actor.lr_scheduler == "cosine_with_min_lr"
     assert args.actor.min_lr_ratio == pytest.approx(0.05)
-    assert args.actor.lr_warmup_ratio == pytest.approx(16 / (400 * 4))
+    assert math.ceil(400 * 4 * args.actor.lr_warmup_ratio) == 16  # OpenRLHF's warm-up: ceil(steps x ratio)
+    # 25 of 44 optimizer steps: 44 * (25 / 44) = 25.000000000000004, which ceil() would make 26
+    short = load_config(REPO / "configs" / "math" / "qwen2.5-math-1.5b-instruct" / "apmpo.yaml",
+                        ["max_steps=11", "train.warmup_steps=25"])
+    args, _ = validate_with_openrlhf(openrlhf_argv(short, cwd=REPO))
+    assert math.ceil(11 * 4 * args.actor.lr_warmup_ratio) == 25

@@ -26,6 +26,7 @@ from apmpo_openrlhf.openrlhf_adapter.synthetic_inputs import with_synthetic_inpu
 
 REPO = Path(__file__).resolve().parents[2]
 CPU_CONFIG = REPO / "configs" / "local" / "openrlhf_cpu.yaml"
+COLOCATED_CONFIG = REPO / "configs" / "local" / "openrlhf_cpu_colocated.yaml"
 GPU_CONFIG = REPO / "configs" / "math" / "qwen2.5-math-1.5b-instruct" / "apmpo.yaml"
 
 # What the shims replace, as "module:attribute" (or "module:Class.attribute").
@@ -39,6 +40,10 @@ PATCHED = [
     "openrlhf.trainer.ray.ppo_actor:stateless_init_process_group",
     "openrlhf.trainer.ray.vllm_worker_wrap:WorkerWrap.update_weight",
     "openrlhf.utils.utils:convert_to_torch_dtype",
+    # shim 10, sleep mode (sleep_contract.py)
+    "deepspeed.runtime.engine:DeepSpeedEngine.forward", "deepspeed.runtime.engine:DeepSpeedEngine.backward",
+    "deepspeed.runtime.engine:DeepSpeedEngine.step",
+    "deepspeed.runtime.zero.stage3:DeepSpeedZeroOptimizer_Stage3.offload_states",
 ]
 
 _SNAPSHOT = """
@@ -128,12 +133,46 @@ def test_weight_sync_group_broadcasts_over_loopback(tmp_path, monkeypatch):
 
 def test_cuda_only_settings_are_refused_naming_each_key():
     with pytest.raises(ConfigError) as err:
-        cpu_backend.check_config(load_config(GPU_CONFIG))
-    for key in ("openrlhf.colocate_all", "openrlhf.vllm_enable_sleep", "openrlhf.ds_enable_sleep",
-                "openrlhf.vllm_sync_backend", "model.attn_implementation"):
-        assert key in str(err.value)
-    assert "configs/local/openrlhf_cpu.yaml" in str(err.value)
-    cpu_backend.check_config(load_config(CPU_CONFIG))  # the CPU layout passes
+        cpu_backend.check_config(load_config(GPU_CONFIG))  # the paper's layout as it is
+    message = str(err.value)
+    for key in ("openrlhf.vllm_sync_backend", "model.attn_implementation"):
+        assert key in message
+    assert "CUDA IPC" in message  # colocate_all + nccl: the weights would go by CUDA IPC handles
+    # colocate_all and both sleep modes work on the CPU (sleep_contract.py): not refused
+    for key in ("openrlhf.colocate_all", "openrlhf.vllm_enable_sleep", "openrlhf.ds_enable_sleep"):
+        assert key not in message
+    assert "configs/local/openrlhf_cpu.yaml" in message and "openrlhf_cpu_colocated.yaml" in message
+    with pytest.raises(ConfigError, match="openrlhf.packing_samples = true needs flash attention"):
+        cpu_backend.check_config(load_config(CPU_CONFIG, ["openrlhf.packing_samples=true"]))
+    cpu_backend.check_config(load_config(CPU_CONFIG))  # the CPU layouts pass
+    colocated = load_config(COLOCATED_CONFIG)
+    cpu_backend.check_config(colocated)
+    o = colocated.openrlhf
+    assert o.colocate_all and o.vllm_enable_sleep and o.ds_enable_sleep and o.zero_stage == 3
+
+
+def test_colocated_config_overrides_only_what_the_cpu_forces():
+    """configs/local/openrlhf_cpu_colocated.yaml is the paper's layout (openrlhf_4xa100.yaml) with
+    only the keys docs/openrlhf.md lists changed."""
+    layout = load_config(REPO / "configs" / "defaults" / "openrlhf_4xa100.yaml").model_dump()
+    colocated = load_config(COLOCATED_CONFIG).model_dump()
+    changed = {f"{section}.{key}" for section in ("model", "openrlhf")
+               for key in layout[section] if layout[section][key] != colocated[section][key]}
+    assert changed == {"model.dtype", "model.attn_implementation", "openrlhf.num_gpus_per_node",
+                       "openrlhf.vllm_num_engines", "openrlhf.vllm_sync_backend", "openrlhf.vllm_enforce_eager",
+                       "openrlhf.rollout_micro_batch_size", "openrlhf.check_weight_sync"}
+    assert colocated["model"]["path"] is None  # the tiny model (synthetic_inputs.py), the schema's default
+    docs = (REPO / "docs" / "openrlhf.md").read_text()
+    for key in sorted(changed):
+        assert f"`{key}`" in docs, f"docs/openrlhf.md does not list the override {key}"
+
+
+def test_placement_of_the_colocated_layout(tmp_path):
+    cfg = with_synthetic_inputs(load_config(COLOCATED_CONFIG, [f"output_dir={tmp_path}"]), create=False)
+    args, _ = validate_with_openrlhf(openrlhf_argv(cfg))
+    # one bundle per actor rank, shared by its reference rank and its engine (OpenRLHF's colocate_all)
+    assert args.train.colocate_all and cpu_backend.placement_gpus(args) == 2
+    assert args.vllm.enable_sleep and args.ds.enable_sleep
 
 
 def test_ray_start_on_cpu_and_unchanged_elsewhere(monkeypatch, tmp_path):
@@ -168,22 +207,29 @@ def test_synthetic_inputs_for_null_model_and_data(tmp_path):
     made = with_synthetic_inputs(cfg, create=True)
     assert made == planned and (tmp_path / "base_model" / "config.json").is_file()
     rows = [json.loads(line) for line in (tmp_path / "prompts" / "train.jsonl").read_text().splitlines()]
-    assert len(rows) == 25 and rows[0]["prompt"] == "0+0="  # every problem of local.task (operands 0-4)
+    problems = [(r["prompt"], json.loads(r["label"])["answer"]) for r in rows]
+    # every problem of local.task (operands 0-3, + and -: 25), each 16 times: 25 whole rollout batches of 16
+    assert len(rows) == 25 * 16 == 25 * cfg.rollout.prompts_per_step and problems[:25] == problems[25:50]
+    assert len(set(problems)) == 25 and problems[0] == ("0+0=", "0") and ("3-1=", "2") in problems
     assert json.loads(rows[0]["label"]) == {"task": "math", "answer": "0"}
+    evals = (tmp_path / "prompts" / "eval.jsonl").read_text().splitlines()
+    assert len(evals) == 25  # evaluation: every problem once
     given = load_config(CPU_CONFIG, [f"model.path={tmp_path}/m", f"data.train_path={tmp_path}/t.jsonl"])
     assert with_synthetic_inputs(given, create=True) == given
-    with pytest.raises(ConfigError, match=r"reward.task in \['arithmetic', 'math'\], got 'sql'"):
-        with_synthetic_inputs(load_config(CPU_CONFIG, ["reward.task=sql"]), create=False)
+    with pytest.raises(ConfigError, match=r"reward.task in \['arithmetic', 'math', 'choice', 'sql'\], got 'arithmetic_exact'"):
+        with_synthetic_inputs(load_config(CPU_CONFIG, ["reward.task=arithmetic_exact"]), create=False)
+    with pytest.raises(ConfigError, match=r"openrlhf.max_images_per_prompt: 1 and data.image_key: images"):
+        with_synthetic_inputs(load_config(CPU_CONFIG, ["reward.task=choice"]), create=False)
 
 
-def test_reward_outcomes_count_training_responses_only():
+def test_reward_outcomes_count_graded_responses():
     counter = RewardOutcomes()
     graded = {"reward": 0.0, "extra_logs": {"reward_timeout": 1.0, "reward_error": 0.0, "reward_no_answer": 0.0}}
-    counter.add(graded)  # not counting (an evaluation): ignored
-    counter.counting = True
-    for response in (graded, graded, {"reward": 1.0, "extra_logs": {"reward_no_answer": 0.0}},
-                     {"reward": None, "extra_logs": {}}):
+    for response in (graded, {"reward": 1.0, "extra_logs": {"reward_no_answer": 0.0}}, {"reward": None, "extra_logs": {}}):
         counter.add(response)
+    group = RewardOutcomes()  # the samples generator counts per prompt group and merges a batch's groups
+    group.add(graded)
+    counter.merge(group)
     assert counter.take() == {"reward/graded": 4.0, "reward/missing": 1.0, "reward/timeouts": 2.0,
                               "reward/errors": 0.0, "reward/no_answer": 0.0}
     assert counter.take()["reward/graded"] == 0.0  # reset per step
@@ -238,3 +284,59 @@ def test_ray_head_processes_are_recorded_and_stopped_by_pid(tmp_path):
         for proc in psutil.process_iter(["cmdline"]):
             if str(session) in (proc.info["cmdline"] or ()):
                 proc.kill()
+
+
+def test_the_cpu_backend_refuses_more_than_one_machine(tmp_path, monkeypatch):
+    """The file rendezvous (shims 3, 6) works for several Ray nodes of one host, and fails at once,
+    with the reason, where a node is on another machine (instead of waiting for peers)."""
+    import ray
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / cpu_backend.MACHINE_FILE).write_text(cpu_backend._machine_id())
+    monkeypatch.setenv(cpu_backend.RENDEZVOUS_DIR_ENV, str(run_dir))
+    assert cpu_backend._rendezvous_file("deepspeed", "k").startswith(str(run_dir))  # the driver's machine
+    (run_dir / cpu_backend.MACHINE_FILE).write_text("other-host boot 1234")
+    with pytest.raises(RuntimeError, match="belongs to 'other-host boot 1234'.*all its Ray nodes must run on one machine"):
+        cpu_backend._rendezvous_file("deepspeed", "k")
+    monkeypatch.setenv(cpu_backend.RENDEZVOUS_DIR_ENV, str(tmp_path / "absent"))  # another machine's /tmp
+    with pytest.raises(RuntimeError, match="not found on this machine.*needs GPUs"):
+        cpu_backend._rendezvous_file("weight_sync", "k")
+
+    def nodes(*hosts):
+        return lambda: [{"Alive": True, "NodeManagerHostname": h} for h in hosts] + [
+            {"Alive": False, "NodeManagerHostname": "dead-node"}]
+
+    monkeypatch.setattr(ray, "nodes", nodes("box", "box"))  # two nodes of one host
+    cpu_backend.check_one_machine()
+    monkeypatch.setattr(ray, "nodes", nodes("box", "gpu-node-2"))
+    with pytest.raises(RuntimeError, match=r"spans 2 machines \(box, gpu-node-2\)"):
+        cpu_backend.check_one_machine()
+
+
+def _launch(script: str, **env) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **env}
+    return subprocess.run([str(REPO / "launch" / script)], env=full_env, capture_output=True, text=True, timeout=60)
+
+
+def test_launch_scripts_keep_ray_off_public_addresses(tmp_path):
+    """Refused before `ray start`: a public or non-IP address, a loopback head with a private node,
+    and a second node on loopback outside a namespace whose only interface is loopback."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cluster_network", REPO / "launch" / "cluster_network.py")
+    cluster_network = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cluster_network)
+    for env, message in [
+        ({"RAY_HEAD_IP": "8.8.8.8", "NODE_IP": "10.0.0.2"}, "RAY_HEAD_IP=8.8.8.8 is a public address"),
+        ({"RAY_HEAD_IP": "10.0.0.1", "NODE_IP": "head2"}, "NODE_IP='head2' is not an IP address"),
+        ({"RAY_HEAD_IP": "127.0.0.1", "NODE_IP": "10.0.0.2"}, "a loopback head takes only loopback nodes"),
+    ]:
+        proc = _launch("ray_worker.sh", RAY_TMP_DIR=str(tmp_path), **env)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    proc = _launch("ray_head.sh", RAY_TMP_DIR=str(tmp_path), RAY_HEAD_IP="1.1.1.1")
+    assert proc.returncode == 2 and "RAY_HEAD_IP=1.1.1.1 is a public address" in proc.stderr, proc.stderr
+    if cluster_network.non_loopback_addresses():  # this namespace has a real interface: a loopback second node is refused
+        proc = _launch("ray_worker.sh", RAY_TMP_DIR=str(tmp_path), RAY_HEAD_IP="127.0.0.1", NODE_IP="127.0.0.1")
+        assert proc.returncode == 2 and "listens on every interface" in proc.stderr and "unshare --net" in proc.stderr
+    assert not list(tmp_path.iterdir())  # nothing was started

@@ -104,6 +104,8 @@ def no_wandb_credentials(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("NETRC", raising=False)
+    monkeypatch.delenv("WANDB_BASE_URL", raising=False)
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb_config"))
     return tmp_path
 
@@ -117,6 +119,19 @@ def test_online_wandb_without_a_key_is_refused_before_anything_starts(no_wandb_c
     wandb_setup.check_credentials(_cfg("logging.wandb.project=p", "logging.wandb.mode=offline"))
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     wandb_setup.check_credentials(online)
+
+
+def test_a_wandb_login_entry_in_netrc_counts_as_credentials(no_wandb_credentials, monkeypatch):
+    from apmpo_openrlhf import wandb_setup
+
+    online = _cfg("logging.wandb.project=p", "logging.wandb.mode=online")
+    netrc = no_wandb_credentials / ".netrc"
+    netrc.write_text("machine example.org\n  login user\n  password secret\n")
+    netrc.chmod(0o600)
+    with pytest.raises(ConfigError, match="needs a W&B API key"):
+        wandb_setup.check_credentials(online)  # an entry for another host is not a W&B key
+    netrc.write_text("machine api.wandb.ai\n  login user\n  password " + "k" * 40 + "\n")
+    wandb_setup.check_credentials(online)  # what `wandb login` writes
 
 
 def test_online_wandb_without_a_key_exits_2_on_both_backends(no_wandb_credentials):

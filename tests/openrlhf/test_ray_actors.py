@@ -161,6 +161,7 @@ def test_trainer_and_policy_actor_run_a_controller_step(local_ray, tiny_model_di
         calls = []
         self.evaluate = lambda step, **kw: calls.append((step, kw["temperature"], kw["n_samples_per_prompt"])) or {}
         self.spec = {**self.spec, "max_steps": 0}
+        self.samples_generator.max_steps = 0
         self.fit()
         return calls
 
@@ -194,23 +195,19 @@ class ScriptedRolloutEngine:
         return self.served
 
 
-def test_statistics_cover_every_sampled_group_under_dynamic_filtering(local_ray, tiny_model_dir, tmp_path,
-                                                                      make_openrlhf_args):
-    """OpenRLHF's SamplesGenerator (real code: dispatch, filtering, replacement prompts) drops
-    all-equal groups before the experience maker runs. The trainer's hook records the raw rewards of
-    every group sampled for the step, so mu_R, sigma_R, p and eps_high describe the whole sampled
-    batch (SPEC.md 3, algorithm.adaptive_statistics=sampled), and both batches are logged."""
-    import math
+FILTERED_GROUPS = [[1, 1, 1, 1], [1, 0, 0, 0], [0, 0, 0, 0], [1, 1, 0, 1], [0, 0, 0, 0], [0, 1, 0, 0],
+                   [1, 1, 1, 1], [1, 0, 1, 0], [0, 0, 0, 0], [0, 0, 1, 0]]  # every other group is dropped
 
+
+def _filtering_trainer(ray, tmp_path, tiny_model_dir, make_openrlhf_args, generate_batch: int | None = None):
+    """The trainer (in this process) over a scripted engine serving FILTERED_GROUPS' rewards, with
+    DAPO's dynamic filtering, 4 prompts x 4 samples per step; returns (trainer, engine)."""
     from openrlhf.utils import get_strategy
 
     from apmpo_openrlhf.openrlhf_adapter.trainer import APMPOPPOTrainerImpl
 
-    ray = local_ray
-    groups = [[1, 1, 1, 1], [1, 0, 0, 0], [0, 0, 0, 0], [1, 1, 0, 1], [0, 0, 0, 0], [0, 1, 0, 0],
-              [1, 1, 1, 1], [1, 0, 1, 0], [0, 0, 0, 0], [0, 0, 1, 0]]  # every other group is dropped
     with open(tmp_path / "prompts.jsonl", "w") as f:
-        for i, rewards in enumerate(groups):
+        for i, rewards in enumerate(FILTERED_GROUPS):
             f.write(json.dumps({"prompt": [{"role": "user", "content": f"{i}+1"}],
                                 "label": json.dumps({"rewards": rewards})}) + "\n")
     _, args = make_openrlhf_args(
@@ -223,10 +220,25 @@ def test_statistics_cover_every_sampled_group_under_dynamic_filtering(local_ray,
             "openrlhf.rollout_micro_batch_size=2",
         ]
     )
+    if generate_batch is not None:
+        args.rollout.vllm_generate_batch_size = generate_batch  # OpenRLHF's over-sampling (tied to async mode)
     engine = ray.remote(num_cpus=0)(ScriptedRolloutEngine).remote()
     trainer = APMPOPPOTrainerImpl(str(tiny_model_dir), get_strategy(args), None, None, None, None, [engine],
                                   max_len=args.data.max_len, max_new_tokens=args.rollout.max_new_tokens,
                                   temperature=1.0, top_p=1.0)
+    return trainer, engine
+
+
+def test_statistics_cover_every_sampled_group_under_dynamic_filtering(local_ray, tiny_model_dir, tmp_path,
+                                                                      make_openrlhf_args):
+    """OpenRLHF's SamplesGenerator (real code: dispatch, filtering, replacement prompts) drops
+    all-equal groups before the experience maker runs. The APMPO samples generator files the raw rewards of
+    every group sampled for the step, so mu_R, sigma_R, p and eps_high describe the whole sampled
+    batch (SPEC.md 3, algorithm.adaptive_statistics=sampled), and both batches are logged."""
+    import math
+
+    ray = local_ray
+    trainer, engine = _filtering_trainer(ray, tmp_path, tiny_model_dir, make_openrlhf_args)
     samples, pass_rate, consumed, _ = trainer.samples_generator.generate_samples(**trainer.generate_kwargs)
     served = torch.tensor(ray.get(engine.served_rewards.remote()), dtype=torch.float32)
     kept = torch.tensor([float(s.rewards) for s in samples])
@@ -247,6 +259,50 @@ def test_statistics_cover_every_sampled_group_under_dynamic_filtering(local_ray,
     assert stats["rollout/kept_raw_reward_mean"] == pytest.approx(float(kept.mean()), rel=1e-6)
     assert stats["rollout/kept_num_groups"] == 4
     assert maker.sampled_rewards is None  # consumed by this batch, never reused for the next one
+
+
+def test_groups_buffered_across_steps_are_attributed_to_their_step(local_ray, tiny_model_dir, tmp_path,
+                                                                   make_openrlhf_args):
+    """A generation call that fills more than one step (OpenRLHF's ``vllm_generate_batch_size`` above
+    the rollout batch, which its buffer serves later without generating): every sampled group, kept
+    or dropped by dynamic filtering, counts for exactly one step, each step's statistics cover its
+    own kept groups (and the dropped groups filed with them), and the second step, served from the
+    buffer, does not fall back to its kept batch."""
+    ray = local_ray
+    trainer, engine = _filtering_trainer(ray, tmp_path, tiny_model_dir, make_openrlhf_args, generate_batch=8)
+    generator, maker = trainer.samples_generator, trainer.experience_maker
+
+    def as_groups(rewards):
+        return sorted(tuple(int(v) for v in g) for g in rewards.view(-1, 4).tolist())
+
+    steps = []
+    for _ in range(2):
+        samples, _, _, exhausted = generator.generate_samples(**trainer.generate_kwargs)
+        kept = as_groups(torch.tensor([float(s.rewards) for s in samples]))
+        assert maker.sampled_rewards is not None  # never the kept-batch fallback
+        sampled = as_groups(maker.sampled_rewards)
+        assert trainer.reward_outcomes.take()["reward/graded"] == 4 * len(sampled)
+        maker.sampled_rewards = None  # what compute_advantages_and_returns does with it
+        steps.append((kept, sampled, exhausted))
+    served = ray.get(engine.served_rewards.remote())
+    assert len(served) == 10 and len(steps[0][0]) == 4 and len(steps[1][0]) == 1  # 5 kept groups: 4 + 1
+    assert steps[1][2]  # the buffer is drained and the prompts ran out
+    for kept, sampled, _ in steps:
+        assert all(sampled.count(g) >= kept.count(g) for g in kept)  # a step's kept groups are in its statistics
+        assert all(0 < sum(g) < 4 for g in kept)
+    assert sorted(steps[0][1] + steps[1][1]) == as_groups(torch.tensor(served))  # each sampled group once
+
+
+def test_generation_batch_other_than_the_rollout_batch_is_refused(make_openrlhf_args):
+    from apmpo_openrlhf.config import ConfigError
+    from apmpo_openrlhf.openrlhf_adapter.trainer import check_generation_batch
+
+    _, args = make_openrlhf_args(["rollout.prompts_per_step=128",
+                                  'openrlhf.extra_args=["--rollout.vllm_generate_batch_size", "4"]'])
+    with pytest.raises(ConfigError, match=r"vllm_generate_batch_size 4 .*rollout.prompts_per_step = 128"):
+        check_generation_batch(args)
+    _, args = make_openrlhf_args(["rollout.prompts_per_step=128"])
+    check_generation_batch(args)  # OpenRLHF's default: the rollout batch
 
 
 class _DispatchedChunk:

@@ -58,7 +58,8 @@ def test_concurrent_calls_through_openrlhf(executor, data_dir):
         info = result[0]
         assert isinstance(info["rewards"], float) and info["rewards"] == expected, (query[-60:], label, info)
         assert info["scores"] == info["rewards"]
-        assert set(info["extra_logs"]) == {"reward_error", "reward_timeout", "reward_no_answer"}
+        assert set(info["extra_logs"]) == {"reward_error", "reward_timeout", "reward_no_answer", "reward_time_s"}
+        assert 0 <= info["extra_logs"]["reward_time_s"] < 60  # wall time of this grading
     by_label = {(q[-30:], lab): r[0]["extra_logs"] for (q, lab, _), r in zip(samples, results)}
     assert by_label[(samples[5][0][-30:], "not json")]["reward_error"] == 1.0
     assert any(logs["reward_timeout"] == 1.0 for logs in by_label.values())  # 9^9^9^9
