@@ -284,3 +284,40 @@ def test_sample_budget_is_refused_where_it_cannot_be_honoured(default_config):
         load_config(default_config, ["train.lr_schedule=cosine", "local.max_generated_samples=1000"])
     with pytest.raises(ConfigError, match="max_generated_samples"):
         load_config(default_config, ["local.max_generated_samples=0"])
+
+
+def test_a_budget_stopped_run_is_the_prefix_of_the_longer_run(small_config, capsys):
+    """What benchmarks/testbed_at_step.py rests on: a dynamic-sampling run stopped by
+    local.max_generated_samples at step 2 trains exactly the first 2 steps of the same run trained to step 4,
+    and its end-of-run held-out evaluation equals the longer run's evaluation at step 2 (held-out sampling
+    is seeded by run seed and step only). The script then reads it and pairs it by seed."""
+    import subprocess
+    import sys
+
+    from apmpo_openrlhf.local.metrics import read_metrics
+    from apmpo_openrlhf.local.trainer import Trainer
+
+    common = ["checkpoint.save_hf=false", "checkpoint.save_steps=100", "local.task.heldout_fraction=0.2",
+              "local.heldout_eval.at_end=true", "local.heldout_eval.every_steps=2", "local.heldout_eval.n_samples=2",
+              "algorithm.loss=dapo", "algorithm.dynamic_filtering=true", "max_steps=4"]
+    long = Trainer(small_config(*common, name="long/seed_0"))
+    long.fit()
+    long_rows = read_metrics(long.output_dir / "metrics.jsonl")
+    budget = long_rows[1]["samples_generated_total"]
+    short = Trainer(small_config(*common, f"local.max_generated_samples={budget}", name="short/seed_0"))
+    short.fit()
+    short_rows = read_metrics(short.output_dir / "metrics.jsonl")
+    timing = ("step_time_s", "elapsed_s")
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in timing} for r in rows]  # noqa: E731
+    assert len(short_rows) == 2 and strip(short_rows) == strip(long_rows[:2])
+    final = json.loads((short.output_dir / "heldout.json").read_text())
+    at_2 = next(r for r in map(json.loads, (long.output_dir / "heldout.jsonl").read_text().splitlines()) if r["step"] == 2)
+    assert final["step"] == 2 and final["pass_at_k"] == at_2["pass_at_k"]
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "testbed_at_step.py"
+    root = long.output_dir.parent.parent
+    out = subprocess.run([sys.executable, str(script), "--dir", str(root), "--pair", "long@2", "short@2",
+                          "--curves", "long"], capture_output=True, text=True, timeout=120, check=True).stdout
+    row = next(line for line in out.splitlines() if line.startswith("| long@2 | short@2 |"))
+    assert row.split("|")[3].strip() == "1" and "+0.000 [+0.000, +0.000], 1.000" in row  # the same numbers
+    assert f"| {budget:,} |" in next(line for line in out.splitlines() if line.startswith("| long @ 2 |"))
+    assert "| long | 0 |" in out
