@@ -85,4 +85,10 @@ class LocalSection(_Section):
     dynamic_sampling_max_rounds: int = Field(
         4, ge=1, description="DAPO dynamic filtering: generation rounds per step to refill dropped groups"
     )
+    max_generated_samples: int | None = Field(
+        None, ge=1, description="budget of generated training samples (every sampled response, dynamic sampling's "
+        "extra rounds included; evaluation excluded): training stops after the step at which "
+        "samples_generated_total reaches it, or at max_steps if that comes first (None = no budget; local backend "
+        "only; needs train.lr_schedule constant)"
+    )
     progress_bar: bool = Field(True, description="show a tqdm bar with reward, p and eps_high (both backends)")

@@ -308,6 +308,24 @@ class TrainConfig(Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _sample_budget(self) -> "TrainConfig":
+        budget = self.local.max_generated_samples
+        if budget is None:
+            return self
+        if self.backend != "local":
+            raise ValueError(
+                f"local.max_generated_samples={budget}: a budget of generated samples is honoured by the local "
+                f"backend only (backend={self.backend!r}); use max_steps to bound an OpenRLHF run"
+            )
+        if self.train.lr_schedule != "constant":
+            raise ValueError(
+                f"local.max_generated_samples={budget} with train.lr_schedule={self.train.lr_schedule!r}: the decay is "
+                "planned over max_steps, and a sample budget ends the run at a step not known in advance; use "
+                "train.lr_schedule: constant (or no budget)"
+            )
+        return self
+
     @property
     def optimizer_steps_per_rollout(self) -> int:
         return self.rollout.prompts_per_step * self.rollout.n_samples_per_prompt // self.train.train_batch_size

@@ -159,6 +159,9 @@ class Trainer:
         self.shuffle_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.step = 0
         self.elapsed_s = 0.0  # training wall-clock time, summed over resumed segments
+        # every response sampled for training (dynamic sampling's extra rounds included), over the run;
+        # local.max_generated_samples stops training once it reaches the budget
+        self.samples_generated_total = 0
         # Written once the setup is accepted (a rejected config leaves an earlier run's file alone); the
         # evaluation harness reads method, seed and base model from it (evaluation/run_info.py).
         save_config(cfg, self.output_dir / TRAIN_CONFIG_FILE)
@@ -175,6 +178,7 @@ class Trainer:
         return {
             "step": self.step,
             "elapsed_s": self.elapsed_s,
+            "samples_generated_total": self.samples_generated_total,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -192,6 +196,30 @@ class Trainer:
         self.prompts.load_state_dict(state["prompts"])
         self.step = int(state["step"])
         self.elapsed_s = float(state["elapsed_s"])
+        total = state.get("samples_generated_total")
+        # a checkpoint written before the counter existed: count the logged steps' sampled groups
+        self.samples_generated_total = int(total) if total is not None else self._logged_samples(self.step)
+
+    def _logged_samples(self, last_step: int) -> int:
+        """Samples generated over steps 1..last_step according to metrics.jsonl (rollout/num_groups counts
+        every group sampled for a step, dynamic sampling's extra rounds included)."""
+        from .metrics import read_metrics
+
+        path = self.output_dir / "metrics.jsonl"
+        rows = [r for r in (read_metrics(path) if path.exists() else []) if r.get("step", 0) <= last_step]
+        if len(rows) < last_step or any("rollout/num_groups" not in r for r in rows):
+            raise SetupError(f"{path}: cannot recover the generated-sample count of the checkpoint at step "
+                             f"{last_step} (written before samples_generated_total was recorded); resume it "
+                             "without local.max_generated_samples or start a fresh output_dir")
+        return sum(int(r["rollout/num_groups"]) for r in rows) * self.cfg.rollout.n_samples_per_prompt
+
+    def budget_spent(self) -> bool:
+        """``local.max_generated_samples`` is set and the run has generated that many training samples."""
+        budget = self.cfg.local.max_generated_samples
+        return budget is not None and self.samples_generated_total >= budget
+
+    def finished(self) -> bool:
+        return self.step >= self.cfg.max_steps or self.budget_spent()
 
     def maybe_resume(self) -> None:
         if not self.cfg.checkpoint.resume:
@@ -199,7 +227,7 @@ class Trainer:
         found = load_latest(self.output_dir, map_location="cpu")
         if found is not None:
             self.load_state_dict(found[1])
-            if self.step >= self.cfg.max_steps:
+            if self.finished():
                 note = "already complete: nothing to train"
             else:
                 note = f"resuming at step {self.step} of {self.cfg.max_steps}"
@@ -400,6 +428,9 @@ class Trainer:
             row.update(optimizer_steps=0)
         row.update(stats)
         row.update(grading)
+        row["samples_generated"] = int(all_rewards.numel())  # every response sampled for this step
+        self.samples_generated_total += row["samples_generated"]
+        row["samples_generated_total"] = self.samples_generated_total
         row["reward_mean"] = float(all_rewards.mean())
         row["reward_std"] = float(all_rewards.std(correction=0))
         if self.device.type == "cuda":
@@ -470,21 +501,21 @@ class Trainer:
             if heldout is not None and h.every_steps and self.step == 0:
                 heldout.log(heldout_pass_at_k(self), final=False)
             start_step = self.step
-            while self.step < cfg.max_steps:
+            while not self.finished():
                 row = self.train_step()
                 logger.log(row)
                 if self.eval_enabled and cfg.eval.every_steps and self.step % cfg.eval.every_steps == 0:
                     logger.log(self.evaluate(), kind="eval")
-                last = self.step == cfg.max_steps
+                last = self.finished()  # max_steps, or local.max_generated_samples spent
                 if heldout is not None and ((h.every_steps and self.step % h.every_steps == 0) or (h.at_end and last)):
                     heldout.log(heldout_pass_at_k(self), final=last)
                 if bar is not None:
                     bar.set_postfix(reward=f"{row['reward_mean']:.3f}", p=f"{row.get('p', math.nan):.3f}",
-                                    eps=f"{row.get('eps_high', math.nan):.3f}")
+                                    eps=f"{row.get('eps_high', math.nan):.3f}", samples=self.samples_generated_total)
                     bar.update(1)
-                if self.step % cfg.checkpoint.save_steps == 0 or self.step == cfg.max_steps:
+                if self.step % cfg.checkpoint.save_steps == 0 or last:
                     self.save()
-            ends_off_schedule = not cfg.eval.every_steps or cfg.max_steps % cfg.eval.every_steps
+            ends_off_schedule = not cfg.eval.every_steps or self.step % cfg.eval.every_steps
             if self.eval_enabled and self.step > start_step and ends_off_schedule:
                 logger.log(self.evaluate(), kind="eval")  # the end-of-run figure is always measured
         finally:
@@ -527,8 +558,10 @@ def run(cfg: TrainConfig) -> int:
         return 2
     trainer.fit()
     final = list_checkpoints(trainer.output_dir)
-    print(f"done: {trainer.step} steps, metrics in {trainer.output_dir / 'metrics.jsonl'}"
-          + (f", checkpoint {final[-1][1]}" if final else ""), file=sys.stderr)
+    budget = cfg.local.max_generated_samples
+    reached = f" (local.max_generated_samples={budget} reached)" if trainer.budget_spent() else ""
+    print(f"done: {trainer.step} steps, {trainer.samples_generated_total} samples generated{reached}, metrics in "
+          f"{trainer.output_dir / 'metrics.jsonl'}" + (f", checkpoint {final[-1][1]}" if final else ""), file=sys.stderr)
     if trainer.step > 0:
         summary = run_summary(trainer.output_dir, wall_s=time.perf_counter() - t0)
         (trainer.output_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
