@@ -157,9 +157,9 @@ def test_testbed_preset_at_reduced_size(tmp_path):
     per_seed = results["methods"]["grpo"]["per_seed"]
     assert [per_seed[s]["samples_generated_total"] for s in ("0", "1")] == [128, 128]
     assert results["methods"]["dapo"]["mean"]["samples_generated_total"] >= 128
-    # the group's own comparisons (those whose methods ran: dapo_matched vs grpo and vs dapo)
+    # the group's own comparisons (those whose methods ran: dapo_matched vs grpo, dapo vs dapo_matched)
     group = results["groups"]["compute_matched"]
-    assert [(p["a"], p["b"]) for p in group["pairs"]] == [("dapo_matched", "grpo"), ("dapo_matched", "dapo")]
+    assert [(p["a"], p["b"]) for p in group["pairs"]] == [("dapo_matched", "grpo"), ("dapo", "dapo_matched")]
     text = (out / "summary.md").read_text()
     assert "| grpo | 2 |" in text and "held-out Pass@1" in text and "- grpo vs dapo:" in text
     assert "sign-flip" in text and "## Group `compute_matched`" in text and "## Generated samples per run" in text
