@@ -165,10 +165,12 @@ def test_colocated_layout_trains_resumes_on_two_nodes_and_keeps_ranks_in_step(tm
     files = loop.event_files(out)
     assert len(files) == 2
     second = loop.scalars(files[1])
-    assert not any(tag.startswith("eval/") for tag in second)  # no second evaluation at step 0
+    # no second evaluation at step 0; the end-of-run evaluation after step 3 (engines woken and re-slept)
+    assert sorted(second["eval/eval_num_samples"]) == [3]
     cpu_loop.check_steps(loop, second, [3], learned_before=loop.learned(first, 1) or loop.learned(first, 2))
     check_engines(second, [3])  # with two nodes: one engine is on the other node than actor rank 0
-    # the episode's last batch: 25 - 2 x 12 = 1 prompt, a short window of one optimizer step on each rank
+    # the episode's last batch (the config keeps one copy of the prompt file's 25 problems with
+    # OpenRLHF's --data.max_samples): 25 - 2 x 12 = 1 prompt, a short window of one optimizer step on each rank
     assert second["train/rollout/num_groups"][3] == PROMPTS - 2 * PROMPTS_PER_STEP
     assert second["train/reward/graded"][3] == GROUP_SIZE
     did = ranks_did(out / "checkpoints" / "_actor" / "global_step3")

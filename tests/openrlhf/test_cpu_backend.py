@@ -164,7 +164,9 @@ def test_colocated_config_overrides_only_what_the_cpu_forces():
                for key in layout[section] if layout[section][key] != colocated[section][key]}
     assert changed == {"model.dtype", "model.attn_implementation", "openrlhf.num_gpus_per_node",
                        "openrlhf.vllm_num_engines", "openrlhf.vllm_sync_backend", "openrlhf.vllm_enforce_eager",
-                       "openrlhf.rollout_micro_batch_size", "openrlhf.check_weight_sync"}
+                       "openrlhf.rollout_micro_batch_size", "openrlhf.check_weight_sync",
+                       "openrlhf.extra_args"}  # --data.max_samples 25: the data's short last batch
+    assert colocated["openrlhf"]["extra_args"] == ["--data.max_samples", "25"]
     assert colocated["model"]["path"] is None  # the tiny model (synthetic_inputs.py), the schema's default
     docs = (REPO / "docs" / "openrlhf.md").read_text()
     for key in sorted(changed):
