@@ -14,10 +14,14 @@ optimiser, schedule and seeds; only `backend` differs), then
 * writes `<out>/agreement.md` and `<out>/agreement.json` and prints the Markdown.
 
 vLLM and transformers sample differently, so single runs differ; the question is whether the
-distributions over seeds do. Finished runs are reused (the comparison resumes).
+distributions over seeds do. Finished runs are reused (the comparison resumes), and so are the
+runs of `benchmarks/openrlhf_seeds.py` (`--reuse apmpo@openrlhf=outputs/openrlhf-seeds`: linked in
+where their saved config equals the planned one up to the run's name and folder).
 
     python benchmarks/backend_agreement.py                              # 6 seeds, ~1 h on 2 cores
     python benchmarks/backend_agreement.py --seeds 0 1 --set max_steps=20 --out /tmp/agree
+    python benchmarks/backend_agreement.py --seeds 0 1 2 3 4 5 6 7 8 9 --methods apmpo \
+        --reuse apmpo@openrlhf=outputs/openrlhf-seeds          # the seed table's runs are the OpenRLHF half
     python benchmarks/backend_agreement.py --plots-only --figure docs/img/backend_agreement.png
 """
 
@@ -174,6 +178,34 @@ def plot(details: dict[str, list[dict]], methods: list[str], window: int, paths:
     plt.close(fig)
 
 
+def reuse_runs(runs: list[dict], label: str, source: Path) -> list[str]:
+    """Link ``source/seed<N>`` (benchmarks/openrlhf_seeds.py's layout) in as the ``label`` run of seed N
+    where it finished and its saved train_config.yaml is the config this comparison would run, up to
+    the run's name and folder. Returns one line per seed: linked, or why not."""
+    import yaml
+
+    from apmpo_openrlhf.config import load_config
+    from apmpo_openrlhf.openrlhf_adapter.synthetic_inputs import with_synthetic_inputs
+
+    notes = []
+    for run in runs:
+        src = (source / f"seed{run['seed']}").resolve()
+        if run["method"] != label or run["out"].exists() or not (src / "summary.json").is_file():
+            continue
+        saved = yaml.safe_load((src / "train_config.yaml").read_text())
+        sets = [s for s in run["sets"] if not s.startswith(("output_dir=", "name="))]
+        planned = load_config(run["base"], [*sets, f"output_dir={src}", f"name={saved['name']}"])
+        planned = with_synthetic_inputs(planned, create=False).model_dump(mode="json")
+        diff = sorted(k for k in set(saved) | set(planned) if saved.get(k) != planned.get(k))
+        if diff:
+            notes.append(f"{label} seed {run['seed']}: not reused, {src} differs in {', '.join(diff)}")
+            continue
+        run["out"].parent.mkdir(parents=True, exist_ok=True)
+        run["out"].symlink_to(src, target_is_directory=True)
+        notes.append(f"{label} seed {run['seed']}: reused {src}")
+    return notes
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: the preset's, 0-5)")
@@ -183,6 +215,10 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=REPO_ROOT / "outputs" / "backend-agreement", help="output folder")
     ap.add_argument("--figure", type=Path, default=None, help="also save the figure here (e.g. docs/img/...png)")
     ap.add_argument("--plots-only", action="store_true", help="do not train; analyse existing runs")
+    ap.add_argument("--reuse", action="append", default=[], metavar="METHOD@BACKEND=DIR",
+                    help="take the finished runs of METHOD@BACKEND from DIR/seed<N> (benchmarks/openrlhf_seeds.py's "
+                         "folders) instead of training them, where their saved config is the planned one up to the "
+                         "name and folder (e.g. apmpo@openrlhf=outputs/openrlhf-seeds); repeatable")
     ap.add_argument("--workers", type=int, default=None, help="runs at a time (default: 1 with OpenRLHF runs)")
     args = ap.parse_args()
 
@@ -196,12 +232,18 @@ def main() -> int:
         argv += ["--workers", str(args.workers)]
     if args.plots_only:
         argv.append("--plots-only")
-    code = compare.main(argv)  # trains what is missing, draws compare's own panels too
-
     cc = compare.load_compare_config(compare.PRESETS["backends"])
     cc.output_dir = str(args.out)
     runs = compare.plan_runs(cc, compare.PRESETS["backends"], args.methods, args.seeds or cc.seeds,
                              args.overrides, list(BACKENDS))
+    for spec in args.reuse:
+        label, sep, folder = spec.partition("=")
+        if not sep or label not in {r["method"] for r in runs}:
+            ap.error(f"--reuse {spec!r}: expected METHOD@BACKEND=DIR with METHOD@BACKEND one of this comparison's runs")
+        for note in reuse_runs(runs, label, Path(folder)):
+            print(note, file=sys.stderr)
+
+    code = compare.main(argv)  # trains what is missing, draws compare's own panels too
     details = compare.collect_runs(runs)
     analysis = analyse(details, args.methods)
     figures = [args.out / "agreement.png"] + ([args.figure] if args.figure else [])

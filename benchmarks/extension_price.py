@@ -1,7 +1,7 @@
 """The price of the APMPO extension: the same CPU loop with it and with OpenRLHF's stock GRPO.
 
 Both runs execute OpenRLHF 0.11.2's own ``openrlhf.cli.train_ppo_ray`` on the same flags
-(configs/local/openrlhf_cpu.yaml, the same sizes: 16 prompts x 16 samples, 4 optimizer steps per
+(configs/local/openrlhf_cpu.yaml, the same sizes: 16 prompts x 32 samples, 4 optimizer steps per
 step, one vLLM engine, one ZeRO-3 actor, the reference model) and the CPU backend's device shims:
 
 * **extension**: ``python -m apmpo_openrlhf.train`` with ``algorithm.loss: apmpo`` (our trainer,
@@ -117,6 +117,7 @@ def main() -> int:
         return stock_child(args.steps, args.out)
 
     root = args.out or Path(tempfile.mkdtemp(prefix="extension_price_"))
+    root.mkdir(parents=True, exist_ok=True)
     samples: dict[str, dict[str, list[float]]] = {k: {} for k in ("extension", "stock")}
     order = []
     for i in range(args.pairs):

@@ -233,9 +233,12 @@ def quiet_cpu_worker_sleep(worker_class) -> None:
 
 
 class SleepContractRolloutActorImpl(EncoderCacheSafeRolloutActorImpl):
-    """OpenRLHF's RolloutRayActor on the CPU backend: the same engine and methods (with the
-    encoder-cache reset after every sync that the GPU path has, encoder_cache_guard.py), with vLLM's
-    sleep state kept by :class:`EngineSleepState` (created by ``cpu_backend.install_driver_shims``)."""
+    """OpenRLHF's RolloutRayActor on the CPU backend: the same engine and methods (with the encoder-cache
+    reset after each weight sync), with vLLM's sleep state kept by :class:`EngineSleepState` (created by
+    ``cpu_backend.install_driver_shims``). The base class is named, not read from OpenRLHF's module
+    global: the driver replaces that global (``encoder_cache_guard.install``) while a Ray worker
+    imports this module unpatched, and a base that depends on import order made the two processes
+    build different classes (the guard's ``super()`` then failed inside the engine actor)."""
 
     async def __init__(self, *args, engine_index: int | None = None, enable_sleep_mode: bool = False, **kwargs):
         node = ray.get_runtime_context().get_node_id()[:8] if ray.is_initialized() else "local"

@@ -74,6 +74,23 @@ def test_guard_is_installed_for_create_vllm_engines_and_restored():
     assert vllm_engine_module.RolloutRayActor is original and not encoder_cache_guard.installed()
 
 
+def test_cpu_engine_actor_has_the_guard_in_a_ray_worker():
+    """A Ray worker imports the CPU backend's engine actor module without the driver's patches, while
+    Ray ships the actor's methods from the driver (tracing wrappers set on the class, pickled by
+    value) and resolves its base classes by name in the worker. The guard must be a base there too:
+    when the base was read from OpenRLHF's patched module global, the worker's class lacked it and the
+    guard's ``super()`` failed in the first weight sync (the actor then waited 5 min in the broadcast)."""
+    import subprocess
+    import sys
+
+    code = ("from apmpo_openrlhf.openrlhf_adapter.sleep_contract import SleepContractRolloutActorImpl as actor\n"
+            "from apmpo_openrlhf.openrlhf_adapter.encoder_cache_guard import EncoderCacheSafeRolloutActorImpl as guard\n"
+            "import openrlhf.trainer.ray.vllm_engine as m\n"
+            "assert issubclass(actor, guard) and issubclass(actor, m.RolloutRayActor.__ray_actor_class__), actor.__mro__")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_processor_files_are_added_not_overwritten(tmp_path):
     base, saved = tmp_path / "base", tmp_path / "final_model"
     base.mkdir()
