@@ -24,7 +24,9 @@ from .benchmarks import BENCHMARKS, MATH_BENCHMARKS
 
 PASS16_BENCHMARKS = ("aime24", "aime25", "amc23")
 TABLE5_BENCHMARKS = ("geometry3k", "spider", "bird")
-METHOD_ORDER = ("base", "grpo", "dapo", "gmpo", "apmpo")
+# Table 1's methods first, then the further baselines of the loss registry (algorithms/registry.py).
+METHOD_ORDER = ("base", "grpo", "dapo", "gmpo", "apmpo", "gspo", "drgrpo", "cispo")
+METHOD_TITLES = {"base": "Base", "drgrpo": "Dr. GRPO"}
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,9 @@ def _method_key(method: str):
 
 
 def method_title(method: str) -> str:
-    return method.upper() if method.lower() in METHOD_ORDER[1:] else method.capitalize() if method == "base" else method
+    if method.lower() in METHOD_TITLES:
+        return METHOD_TITLES[method.lower()]
+    return method.upper() if method.lower() in METHOD_ORDER else method
 
 
 def _seed_key(run: Run):

@@ -139,3 +139,14 @@ def test_ablation_runs_are_not_averaged_with_the_plain_method(tmp_path, capsys):
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     means = {r["train_name"]: float(r["mean"]) for r in rows if r["kind"] == "mean"}
     assert means == {plain: pytest.approx(30.0), ablation: pytest.approx(80.0), "math-m-grpo": pytest.approx(10.0)}
+
+
+def test_every_registered_baseline_has_a_title_and_a_place_after_table1s_methods():
+    from apmpo_openrlhf.algorithms.registry import POLICY_LOSSES
+
+    for name in POLICY_LOSSES:
+        assert name in report.METHOD_ORDER, f"{name} is registered but has no place in the report's row order"
+    assert [report.method_title(m) for m in ("base", "grpo", "gspo", "drgrpo", "cispo", "my_run")] == \
+        ["Base", "GRPO", "GSPO", "Dr. GRPO", "CISPO", "my_run"]
+    ordered = sorted(["cispo", "apmpo", "my_run", "drgrpo", "base", "gspo", "grpo"], key=report._method_key)
+    assert ordered == ["base", "grpo", "apmpo", "gspo", "drgrpo", "cispo", "my_run"]
