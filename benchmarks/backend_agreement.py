@@ -194,7 +194,8 @@ def reuse_runs(runs: list[dict], label: str, source: Path) -> list[str]:
             continue
         saved = yaml.safe_load((src / "train_config.yaml").read_text())
         sets = [s for s in run["sets"] if not s.startswith(("output_dir=", "name="))]
-        planned = load_config(run["base"], [*sets, f"output_dir={src}", f"name={saved['name']}"])
+        # The folder as the seed run saved it (relative or absolute): the inputs it built live under it.
+        planned = load_config(run["base"], [*sets, f"output_dir={saved['output_dir']}", f"name={saved['name']}"])
         planned = with_synthetic_inputs(planned, create=False).model_dump(mode="json")
         diff = sorted(k for k in set(saved) | set(planned) if saved.get(k) != planned.get(k))
         if diff:
