@@ -180,6 +180,10 @@ class RolloutSection(Section):
     temperature: float = Field(1.0, gt=0, description="sampling temperature")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling")
     max_new_tokens: int = Field(3072, ge=1, description="maximum response length")
+    min_new_tokens: int = Field(
+        1, ge=0, description="the end-of-sequence token cannot be sampled before this many new tokens (vLLM's "
+        "min_tokens; OpenRLHF's default 1: no empty response), on both backends, in training and evaluation"
+    )
     max_prompt_len: int = Field(1024, ge=1, description="prompts are truncated to this many tokens")
 
 

@@ -10,7 +10,11 @@ from dataclasses import dataclass
 
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
-from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+from transformers.generation.logits_process import (
+    MinNewTokensLengthLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopPLogitsWarper,
+)
 
 
 @dataclass
@@ -105,6 +109,7 @@ def generate(
     max_prompt_len: int,
     chunk_prompts: int,
     record_log_probs: bool = False,
+    min_new_tokens: int = 0,
 ) -> Rollout:
     """Sample ``n_samples`` responses per prompt with the model's ``generate`` (global torch RNG).
 
@@ -125,6 +130,8 @@ def generate(
     # Temperature and top-p are passed as processors (in generate's own order) so that the recorder
     # runs after them; generate then adds no warper of its own (temperature 1, top_p 1, top_k 0).
     warpers = []
+    if min_new_tokens > 0:  # vLLM's min_tokens: the end token is masked out until then
+        warpers.append(MinNewTokensLengthLogitsProcessor(prompt_len, min_new_tokens, eos_ids, device=device))
     if temperature != 1.0:
         warpers.append(TemperatureLogitsWarper(temperature))
     if top_p < 1.0:

@@ -264,7 +264,7 @@ class Trainer:
         rollout = generate(
             self.model, self.tokenizer, texts, [rec["label"] for rec in records], r.n_samples_per_prompt,
             r.temperature, r.top_p, r.max_new_tokens, r.max_prompt_len, GENERATION_CHUNK_PROMPTS,
-            record_log_probs=cfg.algorithm.rollout_correction.measure,
+            record_log_probs=cfg.algorithm.rollout_correction.measure, min_new_tokens=r.min_new_tokens,
         )
         return rollout, self.grade(rollout.responses, rollout.labels)
 
@@ -455,6 +455,7 @@ class Trainer:
             rollout = generate(
                 self.model, self.tokenizer, texts, [r["label"] for r in records], n, temperature, top_p,
                 cfg.rollout.max_new_tokens, cfg.rollout.max_prompt_len, GENERATION_CHUNK_PROMPTS,
+                min_new_tokens=cfg.rollout.min_new_tokens,
             )
             return rollout, self.grade(rollout.responses, rollout.labels)
 

@@ -65,7 +65,8 @@ def sampled_accuracy(model, tokenizer, cfg: TrainConfig, reward, problems: list[
     texts = [render_prompt(tokenizer, q, cfg.data.apply_chat_template) for q, _ in problems]
     labels = [{"task": cfg.reward.task, "answer": a} for _, a in problems]
     model.eval()
-    out = generate(model, tokenizer, texts, labels, 1, r.temperature, r.top_p, r.max_new_tokens, r.max_prompt_len, 256)
+    out = generate(model, tokenizer, texts, labels, 1, r.temperature, r.top_p, r.max_new_tokens, r.max_prompt_len, 256,
+                   min_new_tokens=r.min_new_tokens)
     return sum(reward.grade(resp, lab)[0] for resp, lab in zip(out.responses, out.labels)) / len(problems)
 
 

@@ -53,6 +53,7 @@ class AlgorithmSpec:
     # algorithm.rollout_correction with openrlhf.extra_args' --algo.advantage.is_correction_* folded in
     rollout_correction: dict = field(default_factory=lambda: RolloutCorrectionSection().model_dump())
     output_dir: str = ""  # absolute; the trainer actor writes metrics.jsonl / eval.jsonl there
+    min_new_tokens: int = 1  # rollout.min_new_tokens: vLLM's min_tokens (OpenRLHF has no flag for it)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -74,6 +75,7 @@ def algorithm_spec(cfg: TrainConfig) -> AlgorithmSpec:
         check_weight_sync=cfg.openrlhf.check_weight_sync,
         rollout_correction=rollout_correction(cfg)[0].model_dump(),
         output_dir=str(Path(cfg.output_dir).resolve()),
+        min_new_tokens=cfg.rollout.min_new_tokens,
     )
 
 

@@ -92,6 +92,8 @@ class APMPOSamplesGenerator(SamplesGenerator):
        several steps), hand their raw rewards to the experience maker (SPEC.md 3's mu_R / sigma_R of
        every sampled group) and their counts to the loop checks (``reward/*``);
     4. **trim** the batch to a whole number of data-parallel units (:func:`whole_units`).
+
+    Every request to the engines carries ``rollout.min_new_tokens`` (:meth:`_dispatch_prompts_to_vllm`).
     """
 
     def attach(self, experience_maker: APMPOExperienceMaker, reward_outcomes: RewardOutcomes) -> None:
@@ -177,6 +179,12 @@ class APMPOSamplesGenerator(SamplesGenerator):
     def generate_eval_samples(self, **generate_kwargs):
         self.last_eval_samples = super().generate_eval_samples(**generate_kwargs)
         return self.last_eval_samples
+
+    def _dispatch_prompts_to_vllm(self, prompts, labels, *, images=None, **generate_kwargs):
+        # OpenRLHF reads vLLM's min_tokens from generate_kwargs["min_new_tokens"] (default 1) but has no
+        # flag for it; every request (training, replacement prompts, evaluation) passes through here.
+        generate_kwargs["min_new_tokens"] = self.args.apmpo["min_new_tokens"]
+        return super()._dispatch_prompts_to_vllm(prompts, labels, images=images, **generate_kwargs)
 
 
 class APMPOPPOTrainerImpl(LoopChecksMixin, PPOTrainer.__ray_actor_class__):

@@ -37,3 +37,37 @@ def test_log_probs_do_not_depend_on_left_padding(tiny_model_dir):
     torch.testing.assert_close(alone[0].double(), ref, atol=1e-5, rtol=1e-5)
     probs = torch.softmax(logits, -1)
     torch.testing.assert_close(ent[0].double(), -(probs * probs.log()).sum(-1), atol=1e-4, rtol=1e-4)
+
+
+def test_min_new_tokens_keeps_the_end_token_out_of_the_first_positions(tiny_model_dir):
+    """rollout.min_new_tokens on the local sampler is vLLM's min_tokens (what OpenRLHF samples with):
+    a model that all but always ends at once gives empty responses with 0 and none with 1; the
+    recorded sampler log-probs are those of the masked distribution, as the sampler drew from it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from apmpo_openrlhf.local.rollout import generate
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa").eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    eos = model.config.eos_token_id if isinstance(model.config.eos_token_id, int) else model.config.eos_token_id[0]
+    head = torch.nn.Linear(model.config.hidden_size, model.config.vocab_size, bias=True)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.zero_()
+        head.bias[eos] = 12.0  # P(end) ~ 1 - vocab * e^-12 at every position
+    model.lm_head = head
+    texts, labels = ["1+2=", "3-1="], [{"task": "arithmetic", "answer": "3"}, {"task": "arithmetic", "answer": "2"}]
+    runs = {}
+    for min_new in (0, 1, 3):
+        torch.manual_seed(0)
+        runs[min_new] = generate(model, tokenizer, texts, labels, n_samples=16, temperature=1.0, top_p=1.0,
+                                 max_new_tokens=4, max_prompt_len=16, chunk_prompts=2, record_log_probs=True,
+                                 min_new_tokens=min_new)
+    ids = {k: r.sequences[:, r.prompt_len:] for k, r in runs.items()}
+    lengths = {k: r.response_lengths for k, r in runs.items()}  # response tokens, the end token included
+    assert (ids[0][:, 0] == eos).float().mean() > 0.95 and (lengths[0] == 1).float().mean() > 0.95  # empty
+    assert not (ids[1][:, 0] == eos).any() and (lengths[1] == 2).float().mean() > 0.95
+    assert not (ids[3][:, :3] == eos).any() and (lengths[3] == 4).float().mean() > 0.95
+    # The first token of a min_new_tokens=1 sample came from the distribution without the end token.
+    first = runs[1].sample_log_probs[:, 0]
+    assert (first > -torch.log(torch.tensor(float(model.config.vocab_size - 1))) - 1e-3).all()

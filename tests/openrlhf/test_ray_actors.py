@@ -113,7 +113,7 @@ def test_trainer_and_policy_actor_run_a_controller_step(local_ray, tiny_model_di
             "openrlhf.num_gpus_per_node=1",
             "openrlhf.vllm_num_engines=1",
             "openrlhf.ds_enable_sleep=false",
-            "openrlhf.rollout_micro_batch_size=2",
+            "openrlhf.rollout_micro_batch_size=2", *overrides,
         ]
     )
     strategy = get_strategy(args)
@@ -175,6 +175,7 @@ class ScriptedRolloutEngine:
 
     def __init__(self):
         self.served = []
+        self.min_tokens = []  # vLLM SamplingParams.min_tokens of each request
 
     def get_num_unfinished_requests(self):
         return 0
@@ -183,6 +184,7 @@ class ScriptedRolloutEngine:
         rewards = json.loads(label)["rewards"]
         assert len(rewards) == num_samples
         self.served.append(rewards)
+        self.min_tokens.append(sampling_params.min_tokens)
         prompt_ids = hf_tokenizer(prompt, add_special_tokens=False)["input_ids"]
         return [
             {"observation_tokens": prompt_ids + [7, 8, 9][: 1 + j % 3], "action_ranges": [(len(prompt_ids), len(prompt_ids) + 1 + j % 3)],
@@ -194,12 +196,16 @@ class ScriptedRolloutEngine:
     def served_rewards(self):
         return self.served
 
+    def served_min_tokens(self):
+        return self.min_tokens
+
 
 FILTERED_GROUPS = [[1, 1, 1, 1], [1, 0, 0, 0], [0, 0, 0, 0], [1, 1, 0, 1], [0, 0, 0, 0], [0, 1, 0, 0],
                    [1, 1, 1, 1], [1, 0, 1, 0], [0, 0, 0, 0], [0, 0, 1, 0]]  # every other group is dropped
 
 
-def _filtering_trainer(ray, tmp_path, tiny_model_dir, make_openrlhf_args, generate_batch: int | None = None):
+def _filtering_trainer(ray, tmp_path, tiny_model_dir, make_openrlhf_args, generate_batch: int | None = None,
+                       overrides: tuple[str, ...] = ()):
     """The trainer (in this process) over a scripted engine serving FILTERED_GROUPS' rewards, with
     DAPO's dynamic filtering, 4 prompts x 4 samples per step; returns (trainer, engine)."""
     from openrlhf.utils import get_strategy
@@ -217,7 +223,7 @@ def _filtering_trainer(ray, tmp_path, tiny_model_dir, make_openrlhf_args, genera
             "train.train_batch_size=16", "train.micro_batch_size=2", f"output_dir={tmp_path / 'out'}",
             "data.eval_path=null", "logging.tensorboard=false", "openrlhf.num_gpus_per_node=1",
             "openrlhf.vllm_num_engines=1", "openrlhf.vllm_enable_sleep=false",
-            "openrlhf.rollout_micro_batch_size=2",
+            "openrlhf.rollout_micro_batch_size=2", *overrides,
         ]
     )
     if generate_batch is not None:
@@ -291,6 +297,21 @@ def test_groups_buffered_across_steps_are_attributed_to_their_step(local_ray, ti
         assert all(sampled.count(g) >= kept.count(g) for g in kept)  # a step's kept groups are in its statistics
         assert all(0 < sum(g) < 4 for g in kept)
     assert sorted(steps[0][1] + steps[1][1]) == as_groups(torch.tensor(served))  # each sampled group once
+
+
+@pytest.mark.parametrize("min_new_tokens", [None, 3])
+def test_every_vllm_request_carries_rollout_min_new_tokens(local_ray, tiny_model_dir, tmp_path, make_openrlhf_args,
+                                                          min_new_tokens):
+    """OpenRLHF 0.11.2 has no flag for vLLM's min_tokens (it reads generate_kwargs, default 1): the
+    APMPO samples generator sets it from rollout.min_new_tokens on every request it dispatches, the
+    replacement prompts of dynamic filtering included, so both backends sample alike."""
+    ray = local_ray
+    overrides = () if min_new_tokens is None else (f"rollout.min_new_tokens={min_new_tokens}",)
+    trainer, engine = _filtering_trainer(ray, tmp_path, tiny_model_dir, make_openrlhf_args, overrides=overrides)
+    trainer.samples_generator.generate_samples(**trainer.generate_kwargs)
+    served = ray.get(engine.served_min_tokens.remote())
+    assert len(served) > 4  # replacement prompts were dispatched too
+    assert served == [1 if min_new_tokens is None else min_new_tokens] * len(served)
 
 
 def test_generation_batch_other_than_the_rollout_batch_is_refused(make_openrlhf_args):
