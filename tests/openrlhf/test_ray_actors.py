@@ -265,6 +265,9 @@ def test_statistics_cover_every_sampled_group_under_dynamic_filtering(local_ray,
     assert stats["rollout/kept_raw_reward_mean"] == pytest.approx(float(kept.mean()), rel=1e-6)
     assert stats["rollout/kept_num_groups"] == 4
     assert maker.sampled_rewards is None  # consumed by this batch, never reused for the next one
+    # OpenRLHF has no flag for vLLM's min_tokens: every request, replacement prompts included, carries
+    # rollout.min_new_tokens (default 1, as OpenRLHF's own default), as the local sampler applies it.
+    assert ray.get(engine.served_min_tokens.remote()) == [1] * served.shape[0]
 
 
 def test_groups_buffered_across_steps_are_attributed_to_their_step(local_ray, tiny_model_dir, tmp_path,
@@ -275,7 +278,8 @@ def test_groups_buffered_across_steps_are_attributed_to_their_step(local_ray, ti
     own kept groups (and the dropped groups filed with them), and the second step, served from the
     buffer, does not fall back to its kept batch."""
     ray = local_ray
-    trainer, engine = _filtering_trainer(ray, tmp_path, tiny_model_dir, make_openrlhf_args, generate_batch=8)
+    trainer, engine = _filtering_trainer(ray, tmp_path, tiny_model_dir, make_openrlhf_args, generate_batch=8,
+                                         overrides=("rollout.min_new_tokens=3",))
     generator, maker = trainer.samples_generator, trainer.experience_maker
 
     def as_groups(rewards):
@@ -297,21 +301,7 @@ def test_groups_buffered_across_steps_are_attributed_to_their_step(local_ray, ti
         assert all(sampled.count(g) >= kept.count(g) for g in kept)  # a step's kept groups are in its statistics
         assert all(0 < sum(g) < 4 for g in kept)
     assert sorted(steps[0][1] + steps[1][1]) == as_groups(torch.tensor(served))  # each sampled group once
-
-
-@pytest.mark.parametrize("min_new_tokens", [None, 3])
-def test_every_vllm_request_carries_rollout_min_new_tokens(local_ray, tiny_model_dir, tmp_path, make_openrlhf_args,
-                                                          min_new_tokens):
-    """OpenRLHF 0.11.2 has no flag for vLLM's min_tokens (it reads generate_kwargs, default 1): the
-    APMPO samples generator sets it from rollout.min_new_tokens on every request it dispatches, the
-    replacement prompts of dynamic filtering included, so both backends sample alike."""
-    ray = local_ray
-    overrides = () if min_new_tokens is None else (f"rollout.min_new_tokens={min_new_tokens}",)
-    trainer, engine = _filtering_trainer(ray, tmp_path, tiny_model_dir, make_openrlhf_args, overrides=overrides)
-    trainer.samples_generator.generate_samples(**trainer.generate_kwargs)
-    served = ray.get(engine.served_min_tokens.remote())
-    assert len(served) > 4  # replacement prompts were dispatched too
-    assert served == [1 if min_new_tokens is None else min_new_tokens] * len(served)
+    assert ray.get(engine.served_min_tokens.remote()) == [3] * len(served)  # rollout.min_new_tokens=3
 
 
 def test_generation_batch_other_than_the_rollout_batch_is_refused(make_openrlhf_args):
