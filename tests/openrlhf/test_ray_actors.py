@@ -113,7 +113,7 @@ def test_trainer_and_policy_actor_run_a_controller_step(local_ray, tiny_model_di
             "openrlhf.num_gpus_per_node=1",
             "openrlhf.vllm_num_engines=1",
             "openrlhf.ds_enable_sleep=false",
-            "openrlhf.rollout_micro_batch_size=2", *overrides,
+            "openrlhf.rollout_micro_batch_size=2",
         ]
     )
     strategy = get_strategy(args)
