@@ -109,9 +109,12 @@ def generate(
     max_prompt_len: int,
     chunk_prompts: int,
     record_log_probs: bool = False,
-    min_new_tokens: int = 0,
+    *,
+    min_new_tokens: int,
 ) -> Rollout:
     """Sample ``n_samples`` responses per prompt with the model's ``generate`` (global torch RNG).
+
+    ``min_new_tokens``: ``rollout.min_new_tokens`` (no default here: the config's is the only one).
 
     ``record_log_probs``: also return the sampler's log-probs of the sampled tokens
     (``Rollout.sample_log_probs``), to measure the rollout/trainer mismatch."""
